@@ -1,0 +1,5 @@
+//! Integration tests of definition parsing, validation and plan diffs.
+
+mod definitions;
+mod plan;
+mod source_validation;
