@@ -1,0 +1,2 @@
+mod registry_conformance;
+mod store_conformance;
