@@ -1,0 +1,147 @@
+//! Command-line arguments, as clap definitions.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+/// Larder: a fast, light feature store, compatible with Feast's repositories and APIs.
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Run as if started in this folder (the feature repository).
+    #[arg(short = 'c', long, global = true, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Read this config file instead of `feature_store.yaml` in the repository.
+    #[arg(
+        short = 'f',
+        long = "feature-store-yaml",
+        global = true,
+        env = "FEAST_FS_YAML_FILE_PATH",
+        value_name = "FILE"
+    )]
+    pub feature_store_yaml: Option<PathBuf>,
+
+    /// Log level: error, warn, info, debug, trace (or a filter; `LARDER_LOG` overrides).
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn open_options(&self) -> larder::OpenOptions {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let repo_dir = match &self.chdir {
+            Some(dir) => cwd.join(dir),
+            None => cwd,
+        };
+        larder::OpenOptions {
+            repo_dir,
+            yaml_file: self.feature_store_yaml.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a demo feature repository with generated driver/customer data.
+    Init(InitArgs),
+    /// Show what `apply` would change in the registry and infrastructure.
+    Plan(PlanArgs),
+    /// Apply the repository's definitions to the registry (objects removed from the repo are deleted).
+    Apply(ApplyArgs),
+    /// Remove this project from the registry, with its infrastructure records.
+    Teardown,
+    /// Print this project's registry content as JSON.
+    RegistryDump,
+    /// List or describe entities.
+    #[command(subcommand)]
+    Entities(ObjectCommand),
+    /// List or describe data sources.
+    #[command(subcommand)]
+    DataSources(ObjectCommand),
+    /// List or describe feature views.
+    #[command(subcommand)]
+    FeatureViews(ObjectCommand),
+    /// List or describe on-demand feature views.
+    #[command(subcommand)]
+    OnDemandFeatureViews(ObjectCommand),
+    /// List or describe feature services.
+    #[command(subcommand)]
+    FeatureServices(ObjectCommand),
+    /// Print Larder's version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Project (and folder) name: letters, digits and underscores.
+    #[arg(default_value = "my_project")]
+    pub name: String,
+    /// Write into an existing, non-empty folder, replacing the demo files.
+    #[arg(long)]
+    pub force: bool,
+    /// End of the generated data's time range (RFC 3339); default: now, truncated to the hour.
+    #[arg(long, value_name = "TIME")]
+    pub end_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Do not read file sources to check their columns and types.
+    #[arg(long)]
+    pub skip_source_validation: bool,
+    /// Exit with 2 when there are changes (0: none, 1: error), for CI gates.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PlanArgs {
+    pub fn apply_options(&self) -> larder::ApplyOptions {
+        larder::ApplyOptions {
+            skip_source_validation: self.skip_source_validation,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Do not read file sources to check their columns and types.
+    #[arg(long)]
+    pub skip_source_validation: bool,
+    /// Print what was applied as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ApplyArgs {
+    pub fn apply_options(&self) -> larder::ApplyOptions {
+        larder::ApplyOptions {
+            skip_source_validation: self.skip_source_validation,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObjectCommand {
+    /// List the objects of this kind in the project.
+    List {
+        /// Keep objects with this tag (`key:value`); repeat to require several.
+        #[arg(long = "tags", value_name = "KEY:VALUE")]
+        tags: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one object as stored in the registry (JSON).
+    Describe {
+        /// The object's name.
+        name: String,
+    },
+}

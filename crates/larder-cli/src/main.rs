@@ -1,0 +1,188 @@
+//! The `larder` command-line tool.
+//!
+//! Exit codes: 0 success; 1 an operation failed (the error is on stderr); 2 `plan
+//! --detailed-exitcode` found changes; 64 the command line itself is wrong.
+
+mod cli;
+mod init;
+mod objects;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// `plan --detailed-exitcode` found changes (Terraform's convention).
+const EXIT_CHANGES: u8 = 2;
+/// The command line could not be parsed (BSD `EX_USAGE`); distinct from `EXIT_CHANGES`.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn print(text: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").context("cannot write to stdout")
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let open = cli.open_options();
+    match cli.command {
+        Command::Init(args) => {
+            let end_time = match args.end_time {
+                Some(t) => t,
+                None => init::default_end_time(chrono::Utc::now()),
+            };
+            let parent_dir =
+                std::env::current_dir().context("cannot read the current directory")?;
+            let parent_dir = match &cli.chdir {
+                Some(dir) => parent_dir.join(dir),
+                None => parent_dir,
+            };
+            let report = init::init_repo(&init::InitOptions {
+                name: args.name.clone(),
+                parent_dir,
+                end_time,
+                force: args.force,
+            })?;
+            print(format_args!(
+                "Created the demo feature repository `{}` in {}",
+                args.name,
+                report.repo_dir.display()
+            ))?;
+            for (file, size) in &report.files {
+                let unit = if file.extension().is_some_and(|e| e == "parquet") {
+                    "rows"
+                } else {
+                    "bytes"
+                };
+                print(format_args!("  {} ({size} {unit})", file.display()))?;
+            }
+            print(format_args!(
+                "\nNext: cd {} && larder plan && larder apply",
+                report.repo_dir.display()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => {
+            let store = larder::FeatureStore::open(&open)?;
+            let plan = store.plan(&args.apply_options()).await?;
+            if args.json {
+                print(serde_json::to_string_pretty(&plan)?)?;
+            } else {
+                print(&plan)?;
+            }
+            if args.detailed_exitcode && !plan.is_empty() {
+                return Ok(ExitCode::from(EXIT_CHANGES));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(args) => {
+            let store = larder::FeatureStore::open(&open)?;
+            let outcome = store.apply(&args.apply_options()).await?;
+            if args.json {
+                print(serde_json::to_string_pretty(&serde_json::json!({
+                    "plan": outcome.plan,
+                    "registry_version": outcome.version,
+                }))?)?;
+            } else if outcome.plan.is_empty() {
+                print(&outcome.plan)?;
+            } else {
+                print(&outcome.plan)?;
+                print(format_args!(
+                    "Applied to the registry at {} (version {}).",
+                    store.registry().location(),
+                    outcome.version
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Teardown => {
+            let store = larder::FeatureStore::open(&open)?;
+            let report = store.teardown().await?;
+            match &report.removed {
+                Some(state) => {
+                    let objects = state.entities.len()
+                        + state.data_sources.len()
+                        + state.feature_views.len()
+                        + state.on_demand_feature_views.len()
+                        + state.feature_services.len();
+                    print(format_args!(
+                        "Removed project `{}` ({objects} objects, {} infrastructure records) from the registry at {}.",
+                        report.project,
+                        state.infra.len(),
+                        store.registry().location()
+                    ))?;
+                }
+                None => print(format_args!(
+                    "Project `{}` is not in the registry; nothing to remove.",
+                    report.project
+                ))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RegistryDump => {
+            let store = larder::FeatureStore::open(&open)?;
+            let (snapshot, project) = store.project_state().await?;
+            let state = snapshot.project(&project);
+            print(serde_json::to_string_pretty(&serde_json::json!({
+                "registry_version": snapshot.state.version,
+                "last_updated": snapshot.state.last_updated,
+                "project": state,
+            }))?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Entities(cmd) => objects::run(&open, objects::Kind::Entity, cmd).await,
+        Command::DataSources(cmd) => objects::run(&open, objects::Kind::DataSource, cmd).await,
+        Command::FeatureViews(cmd) => objects::run(&open, objects::Kind::FeatureView, cmd).await,
+        Command::OnDemandFeatureViews(cmd) => {
+            objects::run(&open, objects::Kind::OnDemandFeatureView, cmd).await
+        }
+        Command::FeatureServices(cmd) => {
+            objects::run(&open, objects::Kind::FeatureService, cmd).await
+        }
+        Command::Version => {
+            print(format_args!("larder {}", env!("CARGO_PKG_VERSION")))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

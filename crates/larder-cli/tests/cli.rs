@@ -1,0 +1,354 @@
+//! End-to-end tests of the `larder` binary on temporary repositories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const END_TIME: &str = "2025-06-01T00:00:00Z";
+
+fn larder(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FEATURE_STORE_YAML_BASE64")
+        .env_remove("FEAST_FS_YAML_FILE_PATH")
+        .env_remove("LARDER_LOG")
+        .output()
+        .expect("run larder")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = larder(dir, args);
+    assert!(
+        out.status.success(),
+        "larder {args:?} failed: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn demo_repo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    ok(dir.path(), &["init", "demo", "--end-time", END_TIME]);
+    let repo = dir.path().join("demo");
+    (dir, repo)
+}
+
+#[test]
+fn init_plan_apply_edit_cycle() {
+    let (_dir, repo) = demo_repo();
+
+    let plan = ok(&repo, &["plan"]);
+    assert!(
+        plan.contains("  + create feature view driver_hourly_stats\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("  + create sqlite table demo_driver_hourly_stats\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.ends_with("Plan: 14 to create, 0 to update, 0 to delete.\n"),
+        "{plan}"
+    );
+    assert_eq!(
+        larder(&repo, &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let applied = ok(&repo, &["apply"]);
+    assert!(applied.contains("(version 1)"), "{applied}");
+
+    // Nothing changed: plan is empty, exit 0 even with --detailed-exitcode; apply is a no-op.
+    let out = larder(&repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("No changes"));
+    assert!(ok(&repo, &["apply"]).starts_with("No changes"));
+
+    // Edit one field: the plan shows exactly that field.
+    let defs = repo.join("features.yaml");
+    let edited = std::fs::read_to_string(&defs)
+        .expect("read")
+        .replace("ttl: 1d", "ttl: 36h");
+    std::fs::write(&defs, edited).expect("write");
+    let out = larder(&repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stdout),
+        "Changes to project `demo`:\n  ~ update feature view driver_hourly_stats\n      ~ ttl: \"1day\" -> \"1day 12h\"\nInfrastructure:\n  No changes to infrastructure\nPlan: 0 to create, 1 to update, 0 to delete.\n"
+    );
+    let plan_json: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["plan", "--json"])).expect("plan json");
+    assert_eq!(plan_json["objects"][0]["action"], "update");
+    assert_eq!(plan_json["objects"][0]["fields"][0]["path"], "ttl");
+    ok(&repo, &["apply"]);
+    assert_eq!(
+        larder(&repo, &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // Removing a service from the repo deletes it from the registry.
+    let text_now = std::fs::read_to_string(&defs).expect("read");
+    let cut = text_now
+        .find("  - name: driver_activity_v2")
+        .expect("v2 present");
+    std::fs::write(&defs, &text_now[..cut]).expect("write");
+    let applied = ok(&repo, &["apply"]);
+    assert!(
+        applied.contains("  - delete feature service driver_activity_v2\n"),
+        "{applied}"
+    );
+    let services = ok(&repo, &["feature-services", "list", "--json"]);
+    let services: serde_json::Value = serde_json::from_str(&services).expect("json");
+    assert_eq!(services.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn listing_describing_and_dumping() {
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    let table = ok(&repo, &["feature-views", "list"]);
+    assert!(table.contains("driver_hourly_stats") && table.contains("customer_profile"));
+    let filtered = ok(
+        &repo,
+        &["feature-views", "list", "--tags", "team:drivers", "--json"],
+    );
+    let filtered: serde_json::Value = serde_json::from_str(&filtered).expect("json");
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1));
+    assert_eq!(filtered[0]["spec"]["name"], "driver_hourly_stats");
+
+    let entity: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["entities", "describe", "driver"])).expect("json");
+    assert_eq!(entity["spec"]["join_key"], "driver_id");
+    assert!(entity["created"].is_string());
+    for kind in [
+        "data-sources",
+        "on-demand-feature-views",
+        "feature-services",
+        "entities",
+    ] {
+        assert!(!ok(&repo, &[kind, "list"]).is_empty());
+    }
+
+    let out = larder(&repo, &["feature-views", "describe", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: feature view `nope` not found in project `demo` (known: `customer_profile`, `driver_hourly_stats`)\n"
+    );
+
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["registry-dump"])).expect("dump json");
+    assert_eq!(dump["registry_version"], 1);
+    assert_eq!(dump["project"]["project"]["spec"]["name"], "demo");
+    assert_eq!(
+        dump["project"]["feature_views"]
+            .as_object()
+            .map(|m| m.len()),
+        Some(2)
+    );
+
+    let out = ok(&repo, &["teardown"]);
+    assert!(
+        out.starts_with("Removed project `demo` (11 objects"),
+        "{out}"
+    );
+    let out = larder(&repo, &["feature-views", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("project `demo` is not in the registry"));
+    // The plan starts from scratch again.
+    assert!(ok(&repo, &["plan"]).contains("Plan: 14 to create"));
+}
+
+#[test]
+fn definition_errors_are_all_reported_with_exit_1() {
+    let (_dir, repo) = demo_repo();
+    let defs = repo.join("features.yaml");
+    let broken = std::fs::read_to_string(&defs)
+        .expect("read")
+        .replace(
+            "source: customer_profile_source",
+            "source: customer_profile_src",
+        )
+        .replace(
+            "{name: acc_rate, dtype: Float32}",
+            "{name: acc_rate, dtype: Float3}",
+        );
+    std::fs::write(&defs, broken).expect("write");
+    std::fs::create_dir(repo.join("more")).expect("mkdir");
+    std::fs::write(
+        repo.join("more/extra.yaml"),
+        "entities:\n  - name: driver\n    value_type: Int64\n",
+    )
+    .expect("write");
+    for command in ["plan", "apply"] {
+        let out = larder(&repo, &[command]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("error: 3 errors in the feature definitions:\n"),
+            "{err}"
+        );
+        assert!(err.contains("  more/extra.yaml:2: entity `driver`: the name is already used by the entity defined at features.yaml:3\n"), "{err}");
+        assert!(err.contains("features.yaml:39: feature view `driver_hourly_stats`: field `acc_rate`: unknown type `Float3`"), "{err}");
+        assert!(err.contains("feature view `customer_profile`: `source` `customer_profile_src` is not a defined data source"), "{err}");
+    }
+    // A failed apply wrote nothing.
+    assert!(!repo.join("data/registry.db").exists());
+}
+
+#[test]
+fn source_schema_is_checked_unless_skipped() {
+    let (_dir, repo) = demo_repo();
+    let defs = repo.join("features.yaml");
+    let wrong = std::fs::read_to_string(&defs).expect("read").replace(
+        "{name: avg_daily_trips, dtype: Int64}",
+        "{name: avg_daily_trips, dtype: String}",
+    );
+    std::fs::write(&defs, wrong).expect("write");
+    let out = larder(&repo, &["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("feature `avg_daily_trips` is declared String but column `avg_daily_trips` of `data/driver_stats.parquet` is Int64"), "{}", text(&out.stderr));
+    ok(&repo, &["plan", "--skip-source-validation"]);
+}
+
+#[test]
+fn config_selection_and_environment() {
+    let (dir, repo) = demo_repo();
+    // -c from the parent folder.
+    assert!(ok(dir.path(), &["-c", "demo", "plan"]).contains("Plan: 14 to create"));
+
+    // A staging config next to the production one, picked with -f; ${VAR} substitution.
+    std::fs::write(
+        repo.join("feature_store.staging.yaml"),
+        "project: ${LARDER_TEST_PROJECT:-demo_staging}\nregistry: data/staging_registry.db\n",
+    )
+    .expect("write");
+    let out = ok(&repo, &["-f", "feature_store.staging.yaml", "apply"]);
+    assert!(out.contains("Changes to project `demo_staging`"), "{out}");
+    assert!(repo.join("data/staging_registry.db").exists());
+    // The production registry is untouched by the staging apply.
+    assert!(!repo.join("data/registry.db").exists());
+
+    // An unset variable without a default names the variable and the line.
+    std::fs::write(
+        repo.join("feature_store.bad.yaml"),
+        "project: demo\nregistry: ${LARDER_SURELY_UNSET_VAR}/r.db\n",
+    )
+    .expect("write");
+    let out = larder(&repo, &["-f", "feature_store.bad.yaml", "plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(":2:") && err.contains("`LARDER_SURELY_UNSET_VAR`"),
+        "{err}"
+    );
+
+    // The whole config as base64, as the Helm chart passes it.
+    let yaml = "project: demo_b64\nregistry: data/b64_registry.db\n";
+    let encoded = base64_encode(yaml.as_bytes());
+    let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["apply", "--skip-source-validation"])
+        .current_dir(&repo)
+        .env("FEATURE_STORE_YAML_BASE64", encoded)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("project `demo_b64`"));
+    assert!(repo.join("data/b64_registry.db").exists());
+}
+
+#[test]
+fn missing_config_and_bad_usage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = larder(dir.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("feature_store.yaml") && err.contains("larder init"),
+        "{err}"
+    );
+
+    let out = larder(dir.path(), &["plan", "--no-such-flag"]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "usage errors are not `changes` (2)"
+    );
+    let out = larder(dir.path(), &["init", "bad-name"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid project name `bad-name`"));
+    ok(dir.path(), &["--help"]);
+}
+
+#[test]
+fn two_concurrent_applies_of_different_projects_both_land() {
+    let (_dir, repo) = demo_repo();
+    std::fs::write(
+        repo.join("feature_store.a.yaml"),
+        "project: proj_a\nregistry: data/shared.db\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("feature_store.b.yaml"),
+        "project: proj_b\nregistry: data/shared.db\n",
+    )
+    .expect("write");
+    let spawn = |config: &str| {
+        Command::new(env!("CARGO_BIN_EXE_larder"))
+            .args(["-f", config, "apply"])
+            .current_dir(&repo)
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn("feature_store.a.yaml"));
+        let b = s.spawn(|| spawn("feature_store.b.yaml"));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let (a, b) = (a.expect("run a"), b.expect("run b"));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    for config in ["feature_store.a.yaml", "feature_store.b.yaml"] {
+        let out = larder(&repo, &["-f", config, "plan", "--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{config}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

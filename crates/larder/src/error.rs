@@ -1,0 +1,28 @@
+//! The SDK's error: one enum over every layer, sorted by who must act.
+
+use larder_config::ConfigError;
+use larder_registry::RegistryError;
+use larder_registry::store::StoreError;
+use larder_spec::DefinitionErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `feature_store.yaml` is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The definition files have problems (all of them are listed).
+    #[error(transparent)]
+    Definitions(#[from] DefinitionErrors),
+    /// The configuration asks for something this build cannot do.
+    #[error("{what} is not supported by this build of Larder: {hint}")]
+    Unsupported { what: String, hint: String },
+    /// A registry read or write failed, or the registry lacks what was asked for.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Registry(RegistryError::Store(e))
+    }
+}

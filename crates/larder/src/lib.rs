@@ -1,0 +1,24 @@
+//! Larder, a feature store: the Rust SDK.
+//!
+//! [`FeatureStore`] opens a feature repository (its `feature_store.yaml`), builds the backends
+//! it names once, and offers the operations of the `larder` CLI as methods: `plan`, `apply`,
+//! `teardown` and reads of what the registry holds.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), larder::Error> {
+//! let store = larder::FeatureStore::open(&larder::OpenOptions::new("my_repo"))?;
+//! let outcome = store.apply(&larder::ApplyOptions::default()).await?;
+//! println!("{}", outcome.plan);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod store;
+
+pub use error::Error;
+pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
+
+pub use larder_config as config;
+pub use larder_registry as registry;
+pub use larder_spec as spec;
+pub use larder_types as types;

@@ -1,0 +1,183 @@
+//! `FeatureStore`: a repo's config and registry, and the operations on them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use larder_config::{OnlineStoreConfig, RegistryType, RepoConfig};
+use larder_registry::store::open_store;
+use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
+use larder_spec::{Definitions, InfraObject, LoadOptions, Plan, load_definitions};
+
+use crate::error::Error;
+
+/// Where the repo is and which config to read (the CLI's `-c` and `-f`).
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub repo_dir: PathBuf,
+    pub yaml_file: Option<PathBuf>,
+}
+
+impl OpenOptions {
+    pub fn new(repo_dir: impl Into<PathBuf>) -> Self {
+        OpenOptions {
+            repo_dir: repo_dir.into(),
+            yaml_file: None,
+        }
+    }
+}
+
+/// Options of `plan` and `apply`.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Do not read file sources to check their columns (`--skip-source-validation`).
+    pub skip_source_validation: bool,
+}
+
+/// What `teardown` removed.
+#[derive(Debug)]
+pub struct TeardownReport {
+    pub project: String,
+    /// The project's registry content, None when it was not in the registry.
+    pub removed: Option<ProjectState>,
+}
+
+/// A feature repository opened for use: its config, and its registry built once.
+pub struct FeatureStore {
+    config: RepoConfig,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for FeatureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureStore")
+            .field("project", &self.config.project.as_str())
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+impl FeatureStore {
+    /// Loads `feature_store.yaml` (with the process environment for `${VAR}`) and opens the
+    /// registry it names.
+    pub fn open(options: &OpenOptions) -> Result<Self, Error> {
+        let load = larder_config::LoadOptions {
+            repo_dir: options.repo_dir.clone(),
+            yaml_file: options.yaml_file.clone(),
+        };
+        let config = larder_config::load(&load, &larder_config::process_env)?;
+        Self::from_config(config)
+    }
+
+    /// Opens the registry named by an already loaded config.
+    pub fn from_config(config: RepoConfig) -> Result<Self, Error> {
+        let registry_config = &config.registry;
+        if registry_config.registry_type == RegistryType::Sql {
+            return Err(Error::Unsupported {
+                what: "`registry_type: sql`".into(),
+                hint: "use a file registry (a path, s3:// or gs:// URL) for now".into(),
+            });
+        }
+        let store = open_store(registry_config.path.expose(), &config.repo_dir)?;
+        // Feast: 0 caches forever; Registry uses a zero duration for that.
+        let ttl = registry_config.cache_ttl().unwrap_or(Duration::ZERO);
+        Ok(FeatureStore {
+            registry: Registry::new(store, ttl),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn project(&self) -> &str {
+        self.config.project.as_str()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Reads and validates the repo's definition files (all errors at once).
+    pub fn load_definitions(&self, options: &ApplyOptions) -> Result<Definitions, Error> {
+        let config_file = self
+            .config
+            .config_source
+            .ne(larder_config::YAML_BASE64_VAR)
+            .then(|| PathBuf::from(&self.config.config_source));
+        let load = LoadOptions {
+            repo_dir: self.config.repo_dir.clone(),
+            config_file,
+            project: self.project().to_string(),
+            project_description: self.config.project_description.clone(),
+            validate_sources: !options.skip_source_validation,
+        };
+        Ok(load_definitions(&load)?)
+    }
+
+    /// The infrastructure label of the configured online store, for per-view tables.
+    pub fn online_infra_kind(&self) -> Option<&'static str> {
+        match self.config.online_store.as_ref()? {
+            OnlineStoreConfig::Sqlite(_) => Some("sqlite table"),
+            OnlineStoreConfig::Postgres(_) => Some("postgres table"),
+            // Redis keeps all views of an entity in one hash; a remote store is someone else's.
+            OnlineStoreConfig::Redis(_) | OnlineStoreConfig::Remote(_) => None,
+        }
+    }
+
+    fn desired_infra(&self, defs: &Definitions) -> BTreeSet<InfraObject> {
+        defs.infra_objects(self.online_infra_kind())
+    }
+
+    /// What `apply` would change.
+    pub async fn plan(&self, options: &ApplyOptions) -> Result<Plan, Error> {
+        let defs = self.load_definitions(options)?;
+        Ok(self
+            .registry
+            .plan(&defs, &self.desired_infra(&defs))
+            .await?)
+    }
+
+    /// Applies the repo's definitions: the registry then holds exactly them for this project.
+    pub async fn apply(&self, options: &ApplyOptions) -> Result<ApplyOutcome, Error> {
+        let defs = self.load_definitions(options)?;
+        let infra = self.desired_infra(&defs);
+        let outcome = self.registry.apply(&defs, &infra).await?;
+        tracing::info!(
+            project = self.project(),
+            version = outcome.version,
+            attempts = outcome.attempts,
+            "applied"
+        );
+        Ok(outcome)
+    }
+
+    /// Removes this project from the registry, with its recorded infrastructure.
+    pub async fn teardown(&self) -> Result<TeardownReport, Error> {
+        let removed = self.registry.delete_project(self.project()).await?;
+        Ok(TeardownReport {
+            project: self.project().to_string(),
+            removed,
+        })
+    }
+
+    /// The registry as cached (reloaded after `cache_ttl_seconds`).
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        Ok(self.registry.snapshot().await?)
+    }
+
+    /// This project's registry content; an error if it was never applied.
+    pub async fn project_state(&self) -> Result<(Arc<Snapshot>, String), Error> {
+        let snapshot = self.registry.refresh().await?;
+        if snapshot.project(self.project()).is_none() {
+            return Err(Error::Registry(
+                larder_registry::RegistryError::ProjectNotFound {
+                    project: self.project().to_string(),
+                },
+            ));
+        }
+        Ok((snapshot, self.project().to_string()))
+    }
+}
