@@ -3,3 +3,4 @@
 mod definitions;
 mod plan;
 mod source_validation;
+mod no_panics;
