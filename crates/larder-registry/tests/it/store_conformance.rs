@@ -558,6 +558,21 @@ mod open_store_errors {
         );
     }
 
+    /// Opening does no I/O, so it works without credentials or network.
+    #[cfg(feature = "aws")]
+    #[test]
+    fn s3_opens_with_the_aws_feature() {
+        let store = open_store("s3://bucket/dir/registry.json", Path::new("/base")).expect("open");
+        assert_eq!(store.location(), "s3://bucket/dir/registry.json");
+    }
+
+    #[cfg(feature = "gcp")]
+    #[test]
+    fn gcs_opens_with_the_gcp_feature() {
+        let store = open_store("gs://bucket/registry.json", Path::new("/base")).expect("open");
+        assert_eq!(store.location(), "gs://bucket/registry.json");
+    }
+
     #[test]
     fn credentials_in_the_url_are_rejected_and_not_echoed() {
         let message = open_error("s3://AKIAEXAMPLE:s3cr3t@bucket/registry.json");
