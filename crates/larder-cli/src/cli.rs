@@ -41,6 +41,7 @@ impl Cli {
         larder::OpenOptions {
             repo_dir,
             yaml_file: self.feature_store_yaml.clone(),
+            offline_memory_limit: None,
         }
     }
 }
@@ -55,6 +56,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove this project from the registry, with its infrastructure records.
     Teardown,
+    /// Point-in-time-correct training data for entity rows (or a time range).
+    GetHistoricalFeatures(HistoricalArgs),
     /// Print this project's registry content as JSON.
     RegistryDump,
     /// List or describe entities.
@@ -144,4 +147,40 @@ pub enum ObjectCommand {
         /// The object's name.
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("rows").required(true).args(["entities", "entity_sql", "start"])))]
+#[command(group(clap::ArgGroup::new("wanted").required(true).args(["features", "feature_service"])))]
+pub struct HistoricalArgs {
+    /// Entity rows: a Parquet or CSV file with the join keys and an event timestamp column.
+    #[arg(long, value_name = "FILE")]
+    pub entities: Option<String>,
+    /// Entity rows: a SQL query over the repo's file data sources (each a table by its name).
+    #[arg(long, value_name = "SQL")]
+    pub entity_sql: Option<String>,
+    /// No entity rows: every feature row from this time on (RFC 3339), with --end.
+    #[arg(long, value_name = "TIME", requires = "end")]
+    pub start: Option<DateTime<Utc>>,
+    /// End of the time range (RFC 3339), with --start.
+    #[arg(long, value_name = "TIME", requires = "start")]
+    pub end: Option<DateTime<Utc>>,
+    /// Features to fetch, as `view:feature` (repeat, or separate with commas).
+    #[arg(long = "features", short = 'F', value_name = "VIEW:FEATURE", value_delimiter = ',', num_args = 1..)]
+    pub features: Vec<String>,
+    /// Fetch the features of this feature service.
+    #[arg(long, value_name = "NAME")]
+    pub feature_service: Option<String>,
+    /// Name feature columns `view__feature`.
+    #[arg(long)]
+    pub full_feature_names: bool,
+    /// Write the result to this file (.parquet or .csv) instead of printing a table.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Memory the query may use before spilling to disk, e.g. `4GiB`, `512MB`.
+    #[arg(long, value_name = "SIZE", env = "LARDER_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// Rows printed at most when writing a table to stdout.
+    #[arg(long, default_value_t = 100)]
+    pub max_rows: usize,
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod init;
 mod objects;
+mod output;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -160,6 +161,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::GetHistoricalFeatures(args) => historical(open, args).await,
         Command::RegistryDump => {
             let store = larder::FeatureStore::open(&open)?;
             let (snapshot, project) = store.project_state().await?;
@@ -185,4 +187,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn historical(mut open: larder::OpenOptions, args: cli::HistoricalArgs) -> Result<ExitCode> {
+    if let Some(limit) = &args.memory_limit {
+        open.offline_memory_limit = Some(output::parse_size(limit)?);
+    }
+    let store = larder::FeatureStore::open(&open)?;
+    let entities = if let Some(path) = &args.entities {
+        let format = if path.to_ascii_lowercase().ends_with(".csv") {
+            larder::spec::FileFormat::Csv
+        } else {
+            larder::spec::FileFormat::Parquet
+        };
+        // Relative to where the command runs, as a user expects of a file argument.
+        let path = if std::path::Path::new(path).is_absolute() || path.contains("://") {
+            path.clone()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        larder::EntityInput::File { path, format }
+    } else if let Some(sql) = &args.entity_sql {
+        larder::EntityInput::Sql(sql.clone())
+    } else {
+        match (args.start, args.end) {
+            (Some(start), Some(end)) => larder::EntityInput::Range { start, end },
+            _ => anyhow::bail!("give --entities FILE, --entity-sql SQL, or --start and --end"),
+        }
+    };
+    let features = match &args.feature_service {
+        Some(name) => larder::FeatureSelection::Service(name.clone()),
+        None => {
+            let refs = args
+                .features
+                .iter()
+                .map(|f| f.trim().parse())
+                .collect::<Result<Vec<larder::types::FeatureRef>, _>>()?;
+            larder::FeatureSelection::Refs(refs)
+        }
+    };
+    let stream = store
+        .get_historical_features(larder::HistoricalFeaturesRequest {
+            entities,
+            features,
+            full_feature_names: args.full_feature_names,
+        })
+        .await?;
+    match &args.output {
+        Some(path) => {
+            let started = std::time::Instant::now();
+            let rows = output::write_file(stream, path).await?;
+            eprintln!(
+                "Wrote {rows} rows to {} in {:.2}s.",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None => output::print_table(stream, args.max_rows).await?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

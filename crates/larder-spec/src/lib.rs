@@ -11,6 +11,7 @@ mod error;
 mod expr;
 mod model;
 mod raw;
+mod resolve;
 mod source_schema;
 mod validate;
 
@@ -23,5 +24,6 @@ pub use model::{
     InfraObject, ObjectKind, OdfvField, OnDemandFeatureView, PostgresSource, ProjectSpec,
     Projection, PushSource, RequestSource, SourceKind, Tags, Ttl,
 };
+pub use resolve::{FeatureSelection, ResolveError, ResolvedView, resolve_features};
 pub use source_schema::{SchemaError, read_file_schema};
 pub use validate::{LoadOptions, load_definitions, parse_definitions};

@@ -1,9 +1,10 @@
 //! The SDK's error: one enum over every layer, sorted by who must act.
 
 use larder_config::ConfigError;
+use larder_offline::OfflineError;
 use larder_registry::RegistryError;
 use larder_registry::store::StoreError;
-use larder_spec::DefinitionErrors;
+use larder_spec::{DefinitionErrors, ResolveError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,9 +17,15 @@ pub enum Error {
     /// The configuration asks for something this build cannot do.
     #[error("{what} is not supported by this build of Larder: {hint}")]
     Unsupported { what: String, hint: String },
+    /// The requested features do not resolve against the registry.
+    #[error(transparent)]
+    Features(#[from] ResolveError),
     /// A registry read or write failed, or the registry lacks what was asked for.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Reading historical data failed (bad entity rows, unreadable sources, ...).
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
 }
 
 impl From<StoreError> for Error {

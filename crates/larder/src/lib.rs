@@ -13,12 +13,18 @@
 //! ```
 
 mod error;
+mod retrieval;
 mod store;
 
 pub use error::Error;
+pub use retrieval::HistoricalFeaturesRequest;
 pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
 
+pub use larder_offline::EntityInput;
+pub use larder_spec::FeatureSelection;
+
 pub use larder_config as config;
+pub use larder_offline as offline;
 pub use larder_registry as registry;
 pub use larder_spec as spec;
 pub use larder_types as types;

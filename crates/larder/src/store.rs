@@ -2,10 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use larder_config::{OnlineStoreConfig, RegistryType, RepoConfig};
+use larder_offline::OfflineStore;
 use larder_registry::store::open_store;
 use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraObject, LoadOptions, Plan, load_definitions};
@@ -17,6 +18,8 @@ use crate::error::Error;
 pub struct OpenOptions {
     pub repo_dir: PathBuf,
     pub yaml_file: Option<PathBuf>,
+    /// Memory offline queries may use before spilling to disk (None: unlimited).
+    pub offline_memory_limit: Option<usize>,
 }
 
 impl OpenOptions {
@@ -24,6 +27,7 @@ impl OpenOptions {
         OpenOptions {
             repo_dir: repo_dir.into(),
             yaml_file: None,
+            offline_memory_limit: None,
         }
     }
 }
@@ -47,6 +51,9 @@ pub struct TeardownReport {
 pub struct FeatureStore {
     config: RepoConfig,
     registry: Registry,
+    offline_memory_limit: Option<usize>,
+    /// Built on first use: plan/apply never need it.
+    offline: OnceLock<Arc<dyn OfflineStore>>,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -67,7 +74,9 @@ impl FeatureStore {
             yaml_file: options.yaml_file.clone(),
         };
         let config = larder_config::load(&load, &larder_config::process_env)?;
-        Self::from_config(config)
+        let mut store = Self::from_config(config)?;
+        store.offline_memory_limit = options.offline_memory_limit;
+        Ok(store)
     }
 
     /// Opens the registry named by an already loaded config.
@@ -85,6 +94,8 @@ impl FeatureStore {
         Ok(FeatureStore {
             registry: Registry::new(store, ttl),
             config,
+            offline_memory_limit: None,
+            offline: OnceLock::new(),
         })
     }
 
@@ -98,6 +109,15 @@ impl FeatureStore {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The offline store named by the config, built once.
+    pub fn offline_store(&self) -> Result<Arc<dyn OfflineStore>, Error> {
+        if let Some(store) = self.offline.get() {
+            return Ok(store.clone());
+        }
+        let built = Self::build_offline_store(&self.config, self.offline_memory_limit)?;
+        Ok(self.offline.get_or_init(|| built).clone())
     }
 
     /// Reads and validates the repo's definition files (all errors at once).

@@ -1,0 +1,325 @@
+//! The entity side of a retrieval: rows from a file, a SQL query, caller batches or a time
+//! range, with their timestamp column found, join keys checked and typed.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionContext, ident, lit};
+use larder_spec::SourceKind;
+
+use super::sources::{read_file, resolve_path};
+use super::{FileOfflineStore, is_timestamp};
+use crate::asof::timestamps_ns;
+use crate::error::OfflineError;
+use crate::store::{EntityInput, HistoricalRequest};
+
+/// The entity rows, ready to be numbered and joined.
+pub(crate) struct EntityPlan {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub ts_column: String,
+    pub columns: Vec<String>,
+    /// Earliest and latest entity timestamps (ns), to prune feature rows; None if no rows.
+    pub time_range: Option<(i64, i64)>,
+}
+
+/// The column timestamps are joined on: `event_timestamp`, else the only timestamp column.
+fn timestamp_column(df: &DataFrame) -> Result<String, OfflineError> {
+    let schema = df.schema();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    if let Some(field) = schema
+        .fields()
+        .iter()
+        .find(|f| f.name() == "event_timestamp")
+    {
+        if !is_timestamp(field.data_type()) {
+            return Err(OfflineError::NotATimestamp {
+                column: field.name().clone(),
+                found: field.data_type().to_string(),
+            });
+        }
+        return Ok(field.name().clone());
+    }
+    let candidates: Vec<&String> = schema
+        .fields()
+        .iter()
+        .filter(|f| is_timestamp(f.data_type()))
+        .map(|f| f.name())
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(OfflineError::NoTimestampColumn {
+            available: names.join(", "),
+        }),
+        many => Err(OfflineError::AmbiguousTimestamp {
+            columns: many
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Timestamps without a time zone are UTC.
+pub(crate) fn utc_timestamp_expr(expr: Expr, dt: &DataType) -> Expr {
+    match dt {
+        DataType::Timestamp(unit, None) => {
+            cast(expr, DataType::Timestamp(*unit, Some("UTC".into())))
+        }
+        _ => expr,
+    }
+}
+
+async fn register_sources(
+    store: &FileOfflineStore,
+    ctx: &SessionContext,
+    request: &HistoricalRequest,
+) -> Result<(), OfflineError> {
+    for source in request.definitions.data_sources.values() {
+        let SourceKind::File(file) = &source.kind else {
+            continue;
+        };
+        let path = resolve_path(store, &file.path);
+        let df = read_file(ctx, &path, file.file_format).await.map_err(|e| {
+            OfflineError::SourceRead {
+                source_name: source.name.to_string(),
+                path: file.path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        ctx.register_table(source.name.as_str(), df.into_view())
+            .map_err(OfflineError::execution)?;
+    }
+    Ok(())
+}
+
+async fn entity_frame(
+    store: &FileOfflineStore,
+    ctx: &SessionContext,
+    request: &HistoricalRequest,
+) -> Result<DataFrame, OfflineError> {
+    match &request.entities {
+        EntityInput::File { path, format } => {
+            // One partition: the file is read in order.
+            let ordered = store.session(1);
+            let resolved = resolve_path(store, path);
+            read_file(&ordered, &resolved, *format)
+                .await
+                .map_err(|e| OfflineError::EntityFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+        }
+        EntityInput::Sql(query) => {
+            register_sources(store, ctx, request).await?;
+            ctx.sql(query).await.map_err(|e| OfflineError::EntitySql {
+                message: e.to_string(),
+            })
+        }
+        EntityInput::Batches(batches) => {
+            let ordered = store.session(1);
+            ordered
+                .read_batches(batches.iter().cloned())
+                .map_err(OfflineError::execution)
+        }
+        EntityInput::Range { start, end } => range_frame(store, ctx, request, *start, *end).await,
+    }
+}
+
+/// Feast's non-entity mode: the distinct (keys, event time) of every requested view's rows
+/// in `[start, end]`, ordered by time then keys.
+async fn range_frame(
+    store: &FileOfflineStore,
+    ctx: &SessionContext,
+    request: &HistoricalRequest,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<DataFrame, OfflineError> {
+    if start > end {
+        return Err(OfflineError::BadRange {
+            start: start.to_rfc3339(),
+            end: end.to_rfc3339(),
+        });
+    }
+    let Some(first) = request.views.first() else {
+        return Err(OfflineError::execution(
+            datafusion::error::DataFusionError::Plan("no feature views requested".into()),
+        ));
+    };
+    let key_names = |v: &larder_spec::ResolvedView| -> Vec<String> {
+        v.join_key_columns.iter().map(|(_, c)| c.clone()).collect()
+    };
+    let first_keys = key_names(first);
+    let to_ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let bounds = Some((to_ns(start), to_ns(end)));
+    let mut union: Option<DataFrame> = None;
+    for view in &request.views {
+        let keys = key_names(view);
+        if keys != first_keys {
+            return Err(OfflineError::RangeKeysDiffer {
+                first: first.view.name.to_string(),
+                first_keys: first_keys.join(", "),
+                other: view.view.name.to_string(),
+                other_keys: keys.join(", "),
+            });
+        }
+        let rows = super::sources::source_rows(store, ctx, request, view, bounds, true).await?;
+        let mut exprs: Vec<Expr> = (0..keys.len())
+            .map(|j| ident(format!("__k{j}")).alias(keys[j].as_str()))
+            .collect();
+        exprs.push(ident("__ts").alias("event_timestamp"));
+        let rows = rows.select(exprs).map_err(OfflineError::execution)?;
+        union = Some(match union {
+            None => rows,
+            Some(u) => u.union(rows).map_err(OfflineError::execution)?,
+        });
+    }
+    let Some(union) = union else {
+        return Err(OfflineError::execution(
+            datafusion::error::DataFusionError::Plan("no feature views requested".into()),
+        ));
+    };
+    let mut order = vec![ident("event_timestamp").sort(true, true)];
+    order.extend(
+        first_keys
+            .iter()
+            .map(|k| ident(k.as_str()).sort(true, true)),
+    );
+    union
+        .distinct()
+        .and_then(|d| d.sort(order))
+        .map_err(OfflineError::execution)
+}
+
+pub(crate) async fn plan_entities(
+    store: &FileOfflineStore,
+    ctx: &SessionContext,
+    request: &HistoricalRequest,
+) -> Result<EntityPlan, OfflineError> {
+    let df = entity_frame(store, ctx, request).await?;
+    let ts_column = timestamp_column(&df)?;
+    let schema = df.schema().clone();
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+
+    // The type each join key column must have: its entity's.
+    let mut key_types: Vec<(String, DataType)> = Vec::new();
+    for view in &request.views {
+        if view.join_key_columns.is_empty() {
+            return Err(OfflineError::EntityLessView {
+                view: view.view.name.to_string(),
+            });
+        }
+        for ((_, column), field) in view.join_key_columns.iter().zip(&view.view.entity_columns) {
+            if !columns.contains(column) {
+                return Err(OfflineError::MissingJoinKey {
+                    column: column.clone(),
+                    view: view.view.name.to_string(),
+                    available: columns.join(", "),
+                });
+            }
+            if !key_types.iter().any(|(c, _)| c == column) {
+                key_types.push((column.clone(), field.dtype.arrow_type()));
+            }
+        }
+    }
+
+    let mut exprs = Vec::with_capacity(columns.len());
+    for field in schema.fields() {
+        let name = field.name();
+        let expr = ident(name.as_str());
+        let expr = if *name == ts_column {
+            utc_timestamp_expr(expr, field.data_type())
+        } else if let Some((_, wanted)) = key_types.iter().find(|(c, _)| c == name) {
+            if field.data_type() == wanted {
+                expr
+            } else if castable(field.data_type(), wanted) {
+                cast(expr, wanted.clone())
+            } else {
+                return Err(OfflineError::KeyTypeMismatch {
+                    column: name.clone(),
+                    found: field.data_type().to_string(),
+                    expected: wanted.to_string(),
+                });
+            }
+        } else {
+            expr
+        };
+        exprs.push(expr.alias(name.as_str()));
+    }
+    let df = df.select(exprs).map_err(OfflineError::execution)?;
+
+    let range = df
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                min(ident(ts_column.as_str())).alias("lo"),
+                max(ident(ts_column.as_str())).alias("hi"),
+            ],
+        )
+        .map_err(OfflineError::execution)?
+        .collect()
+        .await
+        .map_err(|e| match &request.entities {
+            EntityInput::File { path, .. } => OfflineError::EntityFile {
+                path: path.clone(),
+                message: e.to_string(),
+            },
+            _ => OfflineError::execution(e),
+        })?;
+    let time_range = match range.first() {
+        Some(batch) if batch.num_rows() == 1 => {
+            let lo = timestamps_ns(batch.column(0).as_ref()).map_err(OfflineError::execution)?;
+            let hi = timestamps_ns(batch.column(1).as_ref()).map_err(OfflineError::execution)?;
+            lo[0].zip(hi[0])
+        }
+        _ => None,
+    };
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| match &request.entities {
+            EntityInput::Sql(_) => OfflineError::EntitySql {
+                message: e.to_string(),
+            },
+            _ => OfflineError::execution(e),
+        })?;
+    Ok(EntityPlan {
+        plan,
+        ts_column,
+        columns,
+        time_range,
+    })
+}
+
+/// Whether entity values of type `from` can be read as key type `to` (numbers to numbers,
+/// text to text, timestamps to timestamps).
+fn castable(from: &DataType, to: &DataType) -> bool {
+    let numeric = |d: &DataType| d.is_integer();
+    let text =
+        |d: &DataType| matches!(d, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let binary = |d: &DataType| {
+        matches!(
+            d,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        )
+    };
+    (numeric(from) && numeric(to))
+        || (text(from) && text(to))
+        || (binary(from) && binary(to))
+        || (numeric(from) && text(to))
+        || (matches!(from, DataType::Timestamp(_, _)) && matches!(to, DataType::Timestamp(_, _)))
+}
+
+/// A timestamp literal comparable with any timestamp column.
+pub(crate) fn ts_literal(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
+}

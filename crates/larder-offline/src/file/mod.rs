@@ -1,0 +1,222 @@
+//! The file offline store: Parquet and CSV sources read through DataFusion, with the
+//! point-in-time join done by [`crate::asof::AsOfJoinExec`].
+
+mod entities;
+mod sources;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use async_trait::async_trait;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream, execute_stream,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::asof::{AsOfInput, plan_asof_join};
+use crate::error::OfflineError;
+use crate::rownum::{ROW_COLUMN, RowNumberExec};
+use crate::store::{HistoricalRequest, OfflineCapabilities, OfflineStore};
+
+/// How the file offline store runs queries.
+#[derive(Clone, Debug)]
+pub struct FileStoreOptions {
+    /// Relative source and entity paths resolve against this folder.
+    pub repo_dir: PathBuf,
+    /// Memory the query may use before sorts spill to disk; `None` for unlimited.
+    pub memory_limit: Option<usize>,
+    /// Where spill files go; the system temp folder when `None`.
+    pub spill_dir: Option<PathBuf>,
+    /// Parallel partitions (default: the number of cores).
+    pub partitions: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+impl FileStoreOptions {
+    pub fn new(repo_dir: impl Into<PathBuf>) -> Self {
+        FileStoreOptions {
+            repo_dir: repo_dir.into(),
+            memory_limit: None,
+            spill_dir: None,
+            partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// Parquet/CSV files on local disk or object storage.
+#[derive(Debug)]
+pub struct FileOfflineStore {
+    options: FileStoreOptions,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl FileOfflineStore {
+    pub fn new(options: FileStoreOptions) -> Result<Self, OfflineError> {
+        let mut builder = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            builder = builder.with_memory_limit(limit, 1.0);
+        }
+        if let Some(dir) = &options.spill_dir {
+            builder = builder.with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+            );
+        }
+        let runtime = builder.build_arc().map_err(OfflineError::execution)?;
+        Ok(FileOfflineStore { options, runtime })
+    }
+
+    pub fn options(&self) -> &FileStoreOptions {
+        &self.options
+    }
+
+    /// A session on the shared runtime (memory pool, spill files).
+    pub(crate) fn session(&self, partitions: usize) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(partitions.max(1))
+            .with_batch_size(self.options.batch_size);
+        // Keep each file in one scan partition so entity rows keep their order.
+        config.options_mut().optimizer.repartition_file_scans = partitions > 1;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .build();
+        SessionContext::new_with_state(state)
+    }
+}
+
+fn column(
+    plan: &Arc<dyn ExecutionPlan>,
+    name: &str,
+) -> Result<(usize, Arc<dyn PhysicalExpr>), OfflineError> {
+    let index = plan.schema().index_of(name).map_err(|e| {
+        OfflineError::execution(datafusion::error::DataFusionError::ArrowError(
+            Box::new(e),
+            None,
+        ))
+    })?;
+    Ok((index, Arc::new(Column::new(name, index))))
+}
+
+#[async_trait]
+impl OfflineStore for FileOfflineStore {
+    fn capabilities(&self) -> OfflineCapabilities {
+        OfflineCapabilities {
+            entity_sql: true,
+            range_retrieval: true,
+            spills: true,
+        }
+    }
+
+    async fn get_historical_features(
+        &self,
+        request: HistoricalRequest,
+    ) -> Result<SendableRecordBatchStream, OfflineError> {
+        let ctx = self.session(self.options.partitions);
+        let entities = entities::plan_entities(self, &ctx, &request).await?;
+        let mut plan: Arc<dyn ExecutionPlan> = entities.plan;
+        if plan.output_partitioning().partition_count() != 1 {
+            plan = Arc::new(CoalescePartitionsExec::new(plan));
+        }
+        plan = Arc::new(RowNumberExec::try_new(plan).map_err(OfflineError::execution)?);
+
+        for view in &request.views {
+            let source =
+                sources::plan_view_source(self, &ctx, &request, view, &entities.time_range).await?;
+            let schema = plan.schema();
+            let mut left_keys = Vec::with_capacity(view.join_key_columns.len());
+            for (_, request_column) in &view.join_key_columns {
+                let index =
+                    schema
+                        .index_of(request_column)
+                        .map_err(|_| OfflineError::MissingJoinKey {
+                            column: request_column.clone(),
+                            view: view.view.name.to_string(),
+                            available: entities.columns.join(", "),
+                        })?;
+                left_keys.push(index);
+            }
+            let (left_ts, _) = column(&plan, &entities.ts_column)?;
+            let key_count = view.join_key_columns.len();
+            let right = AsOfInput {
+                plan: source.plan,
+                keys: (0..key_count).collect(),
+                ts: key_count,
+                created: source.has_created.then_some(key_count + 1),
+            };
+            let first_feature = key_count + 1 + usize::from(source.has_created);
+            let outputs: Vec<usize> =
+                (first_feature..first_feature + view.features.len()).collect();
+            let names = view.features.iter().map(|(_, name)| name.clone()).collect();
+            let ttl_ns = (!view.view.ttl.is_unbounded())
+                .then(|| i64::try_from(view.view.ttl.0.as_nanos()).unwrap_or(i64::MAX));
+            plan = plan_asof_join(
+                AsOfInput {
+                    plan,
+                    keys: left_keys,
+                    ts: left_ts,
+                    created: None,
+                },
+                right,
+                outputs,
+                names,
+                ttl_ns,
+                self.options.partitions.max(1),
+            )
+            .map_err(OfflineError::execution)?;
+        }
+
+        // Restore the entity row order, then drop the row number.
+        let (row_index, row_expr) = column(&plan, ROW_COLUMN)?;
+        let ordering = LexOrdering::new([PhysicalSortExpr::new_default(row_expr).asc()])
+            .ok_or_else(|| {
+                OfflineError::execution(datafusion::error::DataFusionError::Internal(
+                    "empty ordering".into(),
+                ))
+            })?;
+        let sorted: Arc<dyn ExecutionPlan> =
+            Arc::new(SortExec::new(ordering.clone(), plan).with_preserve_partitioning(true));
+        let merged: Arc<dyn ExecutionPlan> =
+            Arc::new(SortPreservingMergeExec::new(ordering, sorted));
+        let schema = merged.schema();
+        let projection: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != row_index)
+            .map(|(i, f)| {
+                (
+                    Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                    f.name().clone(),
+                )
+            })
+            .collect();
+        let output: Arc<dyn ExecutionPlan> =
+            Arc::new(ProjectionExec::try_new(projection, merged).map_err(OfflineError::execution)?);
+        tracing::debug!(plan = %datafusion::physical_plan::displayable(output.as_ref()).indent(true), "historical retrieval plan");
+        execute_stream(output, ctx.task_ctx()).map_err(OfflineError::execution)
+    }
+}
+
+/// Whether `dt` can be joined on as an event time.
+pub(crate) fn is_timestamp(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    )
+}

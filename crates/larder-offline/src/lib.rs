@@ -1,0 +1,19 @@
+//! Offline stores: where historical feature rows live, and the point-in-time join over them.
+//!
+//! [`OfflineStore`] is the trait every backend implements; data crosses it as Arrow record
+//! batch streams. [`FileOfflineStore`] reads Parquet and CSV files (local paths or object
+//! store URLs) through DataFusion, and joins with [`asof::AsOfJoinExec`], a sort-merge as-of
+//! operator that runs inside DataFusion's partitioned, spilling execution.
+
+pub mod asof;
+mod error;
+mod file;
+pub mod rownum;
+mod store;
+
+pub use error::OfflineError;
+pub use file::{FileOfflineStore, FileStoreOptions};
+pub use store::{EntityInput, HistoricalRequest, OfflineCapabilities, OfflineStore};
+
+/// The stream type retrievals return (DataFusion's, re-exported so callers need not depend on it).
+pub use datafusion::physical_plan::SendableRecordBatchStream;
