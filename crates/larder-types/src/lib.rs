@@ -1,5 +1,6 @@
 //! Types shared by every Larder crate: feature value types, names and feature references.
 
+pub mod feast;
 mod names;
 mod value_type;
 
