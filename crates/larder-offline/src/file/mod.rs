@@ -4,6 +4,7 @@
 mod entities;
 mod sources;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
@@ -37,6 +39,8 @@ pub struct FileStoreOptions {
     pub memory_limit: Option<usize>,
     /// Where spill files go; the system temp folder when `None`.
     pub spill_dir: Option<PathBuf>,
+    /// Most disk space spill files may take; DataFusion's default (100 GiB) when `None`.
+    pub max_spill_bytes: Option<u64>,
     /// Parallel partitions (default: the number of cores).
     pub partitions: usize,
     /// Rows per batch.
@@ -49,6 +53,7 @@ impl FileStoreOptions {
             repo_dir: repo_dir.into(),
             memory_limit: None,
             spill_dir: None,
+            max_spill_bytes: None,
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -66,15 +71,24 @@ pub struct FileOfflineStore {
 
 impl FileOfflineStore {
     pub fn new(options: FileStoreOptions) -> Result<Self, OfflineError> {
-        let mut builder = RuntimeEnvBuilder::new();
-        if let Some(limit) = options.memory_limit {
-            builder = builder.with_memory_limit(limit, 1.0);
-        }
+        let mut disk = DiskManagerBuilder::default();
         if let Some(dir) = &options.spill_dir {
-            builder = builder.with_disk_manager_builder(
-                DiskManagerBuilder::default()
-                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
-            );
+            disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
+        }
+        if let Some(max) = options.max_spill_bytes {
+            disk = disk.with_max_temp_directory_size(max);
+        }
+        let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
+        if let Some(limit) = options.memory_limit {
+            // Several sorts run at once (both sides of each join, in every partition): a
+            // fair pool gives each its share instead of letting the first take it all.
+            builder = builder
+                .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                    FairSpillPool::new(limit),
+                    NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+                )))
+                // Merging spilled runs holds one batch per run; merge in rounds of few runs.
+                .with_max_spill_merge_fan_in(8);
         }
         let runtime = builder.build_arc().map_err(OfflineError::execution)?;
         Ok(FileOfflineStore { options, runtime })
@@ -91,6 +105,12 @@ impl FileOfflineStore {
             .with_batch_size(self.options.batch_size);
         // Keep each file in one scan partition so entity rows keep their order.
         config.options_mut().optimizer.repartition_file_scans = partitions > 1;
+        if let Some(limit) = self.options.memory_limit {
+            // Every sort holds this much back for merging its spilled runs; the default
+            // (10 MB) alone would not fit a small limit shared by several sorts.
+            config.options_mut().execution.sort_spill_reservation_bytes =
+                (limit / 32).clamp(64 << 10, 10 << 20);
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())

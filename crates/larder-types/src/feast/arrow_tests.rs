@@ -503,17 +503,17 @@ fn array_from_values_widens_only_safely() {
     let err = array_from_values(values.iter().map(Some), Sc(S::Int64)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "row 1 holds a `string_val` value, which does not fit an `Int64` column"
+        "row 1 holds a `string_val` value, which does not fit a column of type `Int64`"
     );
     let err = array_from_values([Some(&Value::double(0.5))], Sc(S::Float32)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "row 0 holds a `double_val` value, which does not fit an `Float32` column"
+        "row 0 holds a `double_val` value, which does not fit a column of type `Float32`"
     );
     let err = array_from_values([Some(&Value::int64_list(vec![1]))], A(S::Int32)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "row 0 holds a `int64_list_val` value, which does not fit an `Array(Int32)` column"
+        "row 0 holds a `int64_list_val` value, which does not fit a column of type `Array(Int32)`"
     );
     let err = array_from_values(
         [Some(&Value::unix_timestamp(i64::MAX))],
@@ -536,7 +536,7 @@ fn unsupported_inputs_are_errors() {
     let err = values_from_array(with_null_item.as_ref(), A(S::Int64)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "row 1 of an `Array(Int64)` column has a null list element; Feast lists cannot hold nulls"
+        "row 1 of a column of type `Array(Int64)` has a null list element; Feast lists cannot hold nulls"
     );
     let mut out = ByteRows::new();
     out.push_with(|b| b.push(1));

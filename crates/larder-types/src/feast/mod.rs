@@ -55,10 +55,10 @@ pub enum FormatError {
         actual: DataType,
     },
     #[error(
-        "row {row} of an `{expected}` column has a null list element; Feast lists cannot hold nulls"
+        "row {row} of a column of type `{expected}` has a null list element; Feast lists cannot hold nulls"
     )]
     NullListElement { expected: ValueType, row: usize },
-    #[error("row {row} holds a `{found}` value, which does not fit an `{expected}` column")]
+    #[error("row {row} holds a `{found}` value, which does not fit a column of type `{expected}`")]
     ValueTypeMismatch {
         expected: ValueType,
         found: &'static str,

@@ -1,0 +1,170 @@
+//! Shared test helpers: definitions from YAML, Parquet files from columns, runs collected.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Float64Type, Int64Type};
+use futures::TryStreamExt;
+use larder_offline::{
+    EntityInput, FileOfflineStore, FileStoreOptions, HistoricalRequest, OfflineError, OfflineStore,
+};
+use larder_spec::{
+    Definitions, FeatureSelection, LoadOptions, parse_definitions, resolve_features,
+};
+use parquet::arrow::ArrowWriter;
+
+/// 2025-01-01T00:00:00Z in microseconds.
+pub const BASE_US: i64 = 1_735_689_600_000_000;
+pub const HOUR_US: i64 = 3_600_000_000;
+
+pub fn hours(h: i64) -> i64 {
+    BASE_US + h * HOUR_US
+}
+
+pub fn ts_array(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter(values).with_timezone("UTC"))
+}
+
+pub fn ts_hours(values: &[i64]) -> ArrayRef {
+    ts_array(values.iter().map(|h| Some(hours(*h))))
+}
+
+pub fn ints(values: &[i64]) -> ArrayRef {
+    Arc::new(Int64Array::from(values.to_vec()))
+}
+
+pub fn floats(values: &[Option<f64>]) -> ArrayRef {
+    Arc::new(Float64Array::from(values.to_vec()))
+}
+
+pub fn strings(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).expect("valid batch")
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub defs: Arc<Definitions>,
+}
+
+/// A repo folder holding `files` (name → batch, written as Parquet in several row groups)
+/// and the definitions in `yaml`.
+pub fn fixture(yaml: &str, files: &[(&str, RecordBatch)]) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, data) in files {
+        write_parquet(&dir.path().join(name), data);
+    }
+    let options = LoadOptions {
+        repo_dir: dir.path().to_path_buf(),
+        config_file: None,
+        project: "test".into(),
+        project_description: None,
+        validate_sources: true,
+    };
+    let defs = parse_definitions(&[(PathBuf::from("defs.yaml"), yaml.to_string())], &options)
+        .unwrap_or_else(|e| panic!("invalid test definitions: {e}"));
+    Fixture {
+        dir,
+        defs: Arc::new(defs),
+    }
+}
+
+pub fn write_parquet(path: &std::path::Path, data: &RecordBatch) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1000))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        File::create(path).expect("create"),
+        data.schema(),
+        Some(props),
+    )
+    .expect("writer");
+    writer.write(data).expect("write");
+    writer.close().expect("close");
+}
+
+pub fn store(fx: &Fixture, memory_limit: Option<usize>, partitions: usize) -> FileOfflineStore {
+    let mut options = FileStoreOptions::new(fx.dir.path());
+    options.memory_limit = memory_limit;
+    options.partitions = partitions;
+    options.batch_size = 1024;
+    FileOfflineStore::new(options).expect("store")
+}
+
+pub async fn run_with(
+    fx: &Fixture,
+    store: &FileOfflineStore,
+    entities: EntityInput,
+    selection: FeatureSelection,
+    full_feature_names: bool,
+) -> Result<RecordBatch, OfflineError> {
+    let views = resolve_features(&fx.defs, &selection, full_feature_names).expect("resolvable");
+    let stream = store
+        .get_historical_features(HistoricalRequest {
+            definitions: fx.defs.clone(),
+            views,
+            entities,
+        })
+        .await?;
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    Ok(concat_batches(&schema, &batches).expect("concat"))
+}
+
+pub async fn run(
+    fx: &Fixture,
+    entities: RecordBatch,
+    refs: &[&str],
+) -> Result<RecordBatch, OfflineError> {
+    let store = store(fx, None, 2);
+    let refs = refs
+        .iter()
+        .map(|r| r.parse().expect("feature ref"))
+        .collect();
+    run_with(
+        fx,
+        &store,
+        EntityInput::Batches(vec![entities]),
+        FeatureSelection::Refs(refs),
+        false,
+    )
+    .await
+}
+
+pub fn column_f64(batch: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let column = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column `{name}` in {:?}", batch.schema()));
+    column.as_primitive::<Float64Type>().iter().collect()
+}
+
+pub fn column_i64(batch: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let column = batch.column_by_name(name).expect("column");
+    column.as_primitive::<Int64Type>().iter().collect()
+}
+
+pub fn names(batch: &RecordBatch) -> Vec<String> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+#[allow(dead_code)]
+pub fn null_count(array: &dyn Array) -> usize {
+    array.null_count()
+}
