@@ -5,12 +5,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
 use larder::offline::SendableRecordBatchStream;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::ArrowSchemaConverter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+
+/// Rows per Parquet row group (Parquet's default maximum).
+const ROW_GROUP_ROWS: usize = 1 << 20;
 
 enum Format {
     Parquet,
@@ -48,16 +54,7 @@ pub async fn write_file(mut stream: SendableRecordBatchStream, path: &Path) -> R
     let result: Result<()> = async {
         match format {
             Format::Parquet => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
-                let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows += batch.num_rows() as u64;
-                    writer.write(&batch)?;
-                }
-                writer.close()?;
+                rows = write_parquet_parallel(&mut stream, file, schema).await?;
             }
             Format::Csv => {
                 let mut writer = arrow::csv::WriterBuilder::new()
@@ -80,6 +77,129 @@ pub async fn write_file(mut stream: SendableRecordBatchStream, path: &Path) -> R
     std::fs::rename(&temp, path)
         .with_context(|| format!("cannot move the result to `{}`", path.display()))?;
     Ok(rows)
+}
+
+/// Encodes one row group's columns on all cores, one column per task.
+fn encode_row_group(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &SchemaRef,
+    index: usize,
+    batches: &[RecordBatch],
+) -> Result<Vec<ArrowColumnChunk>> {
+    let writers = factory.create_column_writers(index)?;
+    // Leaf columns in schema order, each with the arrays of every batch.
+    let mut leaves: Vec<Vec<parquet::arrow::arrow_writer::ArrowLeafColumn>> =
+        (0..writers.len()).map(|_| Vec::new()).collect();
+    for batch in batches {
+        let mut leaf = 0;
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for l in compute_leaves(field, column)? {
+                leaves[leaf].push(l);
+                leaf += 1;
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let jobs: Vec<_> = writers.into_iter().zip(leaves).enumerate().collect();
+    let results = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
+    let queue = std::sync::Mutex::new(jobs);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let Some((i, (mut writer, leaves))) =
+                        queue.lock().ok().and_then(|mut q| q.pop())
+                    else {
+                        return;
+                    };
+                    let chunk = leaves
+                        .iter()
+                        .try_for_each(|l| writer.write(l))
+                        .and_then(|()| writer.close());
+                    if let Ok(mut r) = results.lock() {
+                        r.push((i, chunk));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("an encoder thread panicked"))?;
+    results.sort_by_key(|(i, _)| *i);
+    results
+        .into_iter()
+        .map(|(_, c)| c.map_err(Into::into))
+        .collect()
+}
+
+/// Writes the stream as Parquet, encoding each row group's columns in parallel while the
+/// query goes on producing the next row group.
+async fn write_parquet_parallel(
+    stream: &mut SendableRecordBatchStream,
+    file: File,
+    schema: SchemaRef,
+) -> Result<u64> {
+    let props = std::sync::Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build(),
+    );
+    let parquet_schema = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(&schema)?;
+    let mut writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props)?;
+    let factory = std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&writer, schema.clone()));
+    let mut rows = 0u64;
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut index = 0usize;
+    let mut encoding: Option<tokio::task::JoinHandle<Result<Vec<ArrowColumnChunk>>>> = None;
+    let mut finished = false;
+    while !finished {
+        let next = stream.next().await.transpose()?;
+        match next {
+            Some(batch) => {
+                rows += batch.num_rows() as u64;
+                pending_rows += batch.num_rows();
+                pending.push(batch);
+            }
+            None => finished = true,
+        }
+        if pending_rows >= ROW_GROUP_ROWS || (finished && pending_rows > 0) {
+            if let Some(job) = encoding.take() {
+                append_row_group(&mut writer, job.await??)?;
+            }
+            let batches = std::mem::take(&mut pending);
+            pending_rows = 0;
+            let (factory, schema) = (factory.clone(), schema.clone());
+            let i = index;
+            index += 1;
+            encoding = Some(tokio::task::spawn_blocking(move || {
+                encode_row_group(&factory, &schema, i, &batches)
+            }));
+        }
+    }
+    if let Some(job) = encoding.take() {
+        append_row_group(&mut writer, job.await??)?;
+    }
+    writer.close()?;
+    Ok(rows)
+}
+
+fn append_row_group(
+    writer: &mut SerializedFileWriter<File>,
+    chunks: Vec<ArrowColumnChunk>,
+) -> Result<()> {
+    let mut row_group = writer.next_row_group()?;
+    for chunk in chunks {
+        chunk.append_to_row_group(&mut row_group)?;
+    }
+    row_group.close()?;
+    Ok(())
 }
 
 /// Prints at most `max_rows` rows as a table; says how many more there were.

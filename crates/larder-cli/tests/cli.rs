@@ -358,12 +358,38 @@ fn training_data_from_the_demo_repo() {
     let (dir, repo) = demo_repo();
     ok(&repo, &["apply"]);
     // Before: a missing file, a wrong feature, a colliding name get clear errors.
-    let out = larder(&repo, &["get-historical-features", "--entities", "nope.parquet", "-F", "driver_hourly_stats:conv_rate"]);
+    let out = larder(
+        &repo,
+        &[
+            "get-historical-features",
+            "--entities",
+            "nope.parquet",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot read the entity rows from"), "{}", text(&out.stderr));
-    let out = larder(&repo, &["get-historical-features", "--entities", "data/entity_rows.parquet", "-F", "driver_hourly_stats:speed"]);
+    assert!(
+        text(&out.stderr).contains("cannot read the entity rows from"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = larder(
+        &repo,
+        &[
+            "get-historical-features",
+            "--entities",
+            "data/entity_rows.parquet",
+            "-F",
+            "driver_hourly_stats:speed",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("feature view `driver_hourly_stats` has no feature `speed`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("feature view `driver_hourly_stats` has no feature `speed`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let output = dir.path().join("train.parquet");
     let out = larder(
@@ -380,7 +406,11 @@ fn training_data_from_the_demo_repo() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).starts_with("Wrote 1000 rows to"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("Wrote 1000 rows to"),
+        "{}",
+        text(&out.stderr)
+    );
     let file = std::fs::File::open(&output).expect("output exists");
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .expect("parquet")
@@ -405,6 +435,18 @@ fn training_data_from_the_demo_repo() {
     assert_eq!(rows, 1000);
 
     // A small result prints as a table.
-    let table = ok(&repo, &["get-historical-features", "--entity-sql", "SELECT driver_id, event_timestamp FROM driver_stats_source WHERE driver_id = 1001 ORDER BY event_timestamp LIMIT 3", "-F", "driver_hourly_stats:acc_rate"]);
-    assert!(table.contains("acc_rate") && table.ends_with("(3 rows)\n"), "{table}");
+    let table = ok(
+        &repo,
+        &[
+            "get-historical-features",
+            "--entity-sql",
+            "SELECT driver_id, event_timestamp FROM driver_stats_source WHERE driver_id = 1001 ORDER BY event_timestamp LIMIT 3",
+            "-F",
+            "driver_hourly_stats:acc_rate",
+        ],
+    );
+    assert!(
+        table.contains("acc_rate") && table.ends_with("(3 rows)\n"),
+        "{table}"
+    );
 }

@@ -8,6 +8,7 @@
 pub mod asof;
 mod error;
 mod file;
+pub mod reorder;
 pub mod rownum;
 mod store;
 

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::functions_aggregate::expr_fn::{count, max, min};
 use datafusion::logical_expr::{Expr, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, ident, lit};
@@ -25,6 +26,8 @@ pub(crate) struct EntityPlan {
     pub columns: Vec<String>,
     /// Earliest and latest entity timestamps (ns), to prune feature rows; None if no rows.
     pub time_range: Option<(i64, i64)>,
+    /// How many entity rows there are.
+    pub rows: usize,
 }
 
 /// The column timestamps are joined on: `event_timestamp`, else the only timestamp column.
@@ -260,6 +263,7 @@ pub(crate) async fn plan_entities(
             vec![
                 min(ident(ts_column.as_str())).alias("lo"),
                 max(ident(ts_column.as_str())).alias("hi"),
+                count(lit(1)).alias("n"),
             ],
         )
         .map_err(OfflineError::execution)?
@@ -272,13 +276,18 @@ pub(crate) async fn plan_entities(
             },
             _ => OfflineError::execution(e),
         })?;
-    let time_range = match range.first() {
+    let (time_range, rows) = match range.first() {
         Some(batch) if batch.num_rows() == 1 => {
             let lo = timestamps_ns(batch.column(0).as_ref()).map_err(OfflineError::execution)?;
             let hi = timestamps_ns(batch.column(1).as_ref()).map_err(OfflineError::execution)?;
-            lo[0].zip(hi[0])
+            let n = batch
+                .column(2)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                .map(|a| a.value(0))
+                .unwrap_or(0);
+            (lo[0].zip(hi[0]), usize::try_from(n).unwrap_or(0))
         }
-        _ => None,
+        _ => (None, 0),
     };
     let plan = df
         .create_physical_plan()
@@ -294,6 +303,7 @@ pub(crate) async fn plan_entities(
         ts_column,
         columns,
         time_range,
+        rows,
     })
 }
 

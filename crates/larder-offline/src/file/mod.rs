@@ -27,6 +27,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::asof::{AsOfInput, plan_asof_join};
 use crate::error::OfflineError;
+use crate::reorder::ReorderExec;
 use crate::rownum::{ROW_COLUMN, RowNumberExec};
 use crate::store::{HistoricalRequest, OfflineCapabilities, OfflineStore};
 
@@ -96,6 +97,21 @@ impl FileOfflineStore {
 
     pub fn options(&self) -> &FileStoreOptions {
         &self.options
+    }
+
+    /// Whether `rows` rows of `schema` can be held in memory to reorder them (half the
+    /// memory limit at most; always without a limit).
+    fn fits_in_memory(&self, schema: &arrow::datatypes::Schema, rows: usize) -> bool {
+        let Some(limit) = self.options.memory_limit else {
+            return true;
+        };
+        let width: usize = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().primitive_width().unwrap_or(32) + 1)
+            .sum::<usize>()
+            + std::mem::size_of::<u64>();
+        rows.saturating_mul(width) <= limit / 2
     }
 
     /// A session on the shared runtime (memory pool, spill files).
@@ -201,33 +217,40 @@ impl OfflineStore for FileOfflineStore {
             .map_err(OfflineError::execution)?;
         }
 
-        // Restore the entity row order, then drop the row number.
+        // Restore the entity row order, then drop the row number: by scattering on the row
+        // number when the output fits the memory budget, else by a spilling sort.
         let (row_index, row_expr) = column(&plan, ROW_COLUMN)?;
-        let ordering = LexOrdering::new([PhysicalSortExpr::new_default(row_expr).asc()])
-            .ok_or_else(|| {
-                OfflineError::execution(datafusion::error::DataFusionError::Internal(
-                    "empty ordering".into(),
-                ))
-            })?;
-        let sorted: Arc<dyn ExecutionPlan> =
-            Arc::new(SortExec::new(ordering.clone(), plan).with_preserve_partitioning(true));
-        let merged: Arc<dyn ExecutionPlan> =
-            Arc::new(SortPreservingMergeExec::new(ordering, sorted));
-        let schema = merged.schema();
-        let projection: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != row_index)
-            .map(|(i, f)| {
-                (
-                    Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
-                    f.name().clone(),
-                )
-            })
-            .collect();
-        let output: Arc<dyn ExecutionPlan> =
-            Arc::new(ProjectionExec::try_new(projection, merged).map_err(OfflineError::execution)?);
+        let output: Arc<dyn ExecutionPlan> = if self.fits_in_memory(&plan.schema(), entities.rows) {
+            Arc::new(
+                ReorderExec::try_new(plan, row_index, entities.rows, self.options.batch_size)
+                    .map_err(OfflineError::execution)?,
+            )
+        } else {
+            let ordering = LexOrdering::new([PhysicalSortExpr::new_default(row_expr).asc()])
+                .ok_or_else(|| {
+                    OfflineError::execution(datafusion::error::DataFusionError::Internal(
+                        "empty ordering".into(),
+                    ))
+                })?;
+            let sorted: Arc<dyn ExecutionPlan> =
+                Arc::new(SortExec::new(ordering.clone(), plan).with_preserve_partitioning(true));
+            let merged: Arc<dyn ExecutionPlan> =
+                Arc::new(SortPreservingMergeExec::new(ordering, sorted));
+            let schema = merged.schema();
+            let projection: Vec<(Arc<dyn PhysicalExpr>, String)> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != row_index)
+                .map(|(i, f)| {
+                    (
+                        Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                        f.name().clone(),
+                    )
+                })
+                .collect();
+            Arc::new(ProjectionExec::try_new(projection, merged).map_err(OfflineError::execution)?)
+        };
         tracing::debug!(plan = %datafusion::physical_plan::displayable(output.as_ref()).indent(true), "historical retrieval plan");
         execute_stream(output, ctx.task_ctx()).map_err(OfflineError::execution)
     }
