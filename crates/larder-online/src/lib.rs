@@ -1,0 +1,23 @@
+//! Online stores: the latest feature values per entity key, read at serving time.
+//!
+//! [`OnlineStore`] is the trait every backend implements; data crosses it as Arrow record
+//! batches of serialized entity keys and serialized `feast.types.Value`s, so backends never
+//! see feature types. Writes are newest-wins per entity key on every backend.
+//!
+//! [`SqliteOnlineStore`] is the embedded default: one SQLite file in WAL mode, shared by
+//! the feature server and materialization processes, in Larder's own read-optimised layout
+//! (one row per entity key). [`batch`] and [`read`] hold the request validation,
+//! in-batch deduplication and result alignment every backend shares.
+
+pub mod batch;
+mod error;
+pub mod read;
+mod sqlite;
+mod store;
+
+pub use error::{BoxError, OnlineError};
+pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_table_name};
+pub use store::{
+    CREATED_TS, ENTITY_KEY, EVENT_TS, OnlineCapabilities, OnlineStore, ReadRequest, ViewTable,
+    read_schema, timestamp_type, write_schema,
+};

@@ -1,0 +1,43 @@
+//! Settings of the SQLite online store.
+//!
+//! Not a serde type: `online_store: {type: sqlite, path}` is parsed and validated by
+//! `larder-config`, and the facade builds this from it (resolving `path` against the repo).
+//! The pool, timeout and memory map have no YAML keys yet; their defaults suit a feature server and a
+//! materialization sharing one file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to open a [`SqliteOnlineStore`](super::SqliteOnlineStore).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// The database file; created (with its parent folders) if missing.
+    pub path: PathBuf,
+    /// Most connections open at once (reads run in parallel, one per connection; writes of
+    /// one store are serialized). 0 is read as 1.
+    pub pool_size: usize,
+    /// How long a statement waits for a lock held by another connection or process (a
+    /// writer committing, a checkpoint) before failing with a retryable
+    /// [`OnlineError::Unavailable`](crate::OnlineError::Unavailable).
+    pub busy_timeout: Duration,
+    /// Bytes of the file each connection reads through a memory map (SQLite's
+    /// `mmap_size`); 0 reads with system calls only. Safe with several processes; turn it
+    /// off on file systems where mapped files misbehave (network mounts).
+    pub mmap_size: u64,
+}
+
+impl SqliteConfig {
+    pub const DEFAULT_POOL_SIZE: usize = 4;
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_MMAP_SIZE: u64 = 256 << 20;
+
+    /// The defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+            mmap_size: Self::DEFAULT_MMAP_SIZE,
+        }
+    }
+}

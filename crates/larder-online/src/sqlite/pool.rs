@@ -1,0 +1,146 @@
+//! A small pool of SQLite connections, each used by one blocking task at a time.
+//!
+//! SQLite calls block, so every use runs in `tokio::task::spawn_blocking`. A semaphore
+//! bounds the connections in use; idle ones wait in a `Vec` and are opened lazily up to
+//! the pool size. A connection whose task panicked is dropped, not returned.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::Semaphore;
+
+use super::{STORE, SqliteConfig};
+use crate::error::OnlineError;
+
+/// Prepared statements kept per connection: a few per view (upsert, one select per IN-list
+/// size, create).
+const STATEMENT_CACHE: usize = 256;
+
+#[derive(Debug)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: SqliteConfig,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    /// Opens the first connection now (so a bad path fails here), the rest on demand.
+    pub(crate) fn open(config: &SqliteConfig) -> Result<Self, OnlineError> {
+        let size = config.pool_size.max(1);
+        let first = open_connection(config, true)?;
+        let mut idle = Vec::with_capacity(size);
+        idle.push(first);
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                idle: Mutex::new(idle),
+            }),
+            permits: Arc::new(Semaphore::new(size)),
+        })
+    }
+
+    /// Runs `work` on a pooled connection in a blocking task.
+    pub(crate) async fn run<R, F>(&self, work: F) -> Result<R, OnlineError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, OnlineError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| OnlineError::internal("the SQLite connection pool is closed"))?;
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = match shared.take() {
+                Some(conn) => conn,
+                None => open_connection(&shared.config, false)?,
+            };
+            let out = work(&mut conn);
+            shared.give_back(conn);
+            out
+        });
+        task.await
+            .map_err(|e| OnlineError::internal(format!("an SQLite task failed: {e}")))?
+    }
+}
+
+impl Shared {
+    fn take(&self) -> Option<Connection> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+}
+
+/// Opens and configures one connection. `first` also switches the file to WAL (a
+/// persistent property of the file, so the later connections need not).
+fn open_connection(config: &SqliteConfig, first: bool) -> Result<Connection, OnlineError> {
+    let path = &config.path;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    // Set first: switching to WAL itself may have to wait for another process.
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| open_error(path, e))?;
+    if first {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| open_error(path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some file systems (network mounts) cannot share WAL's memory-mapped index;
+            // SQLite then keeps the rollback journal: correct, but readers wait for writers.
+            tracing::warn!(
+                path = %path.display(),
+                journal_mode = %mode,
+                "the SQLite online store could not switch to WAL; reads will block during writes"
+            );
+        }
+    }
+    // WAL + NORMAL: a commit is durable once the WAL is synced at checkpoint; a crash
+    // loses at most the last transactions, never corrupts or tears a row.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| open_error(path, e))?;
+    // Reads through the memory map skip a copy and a system call per page: about 30 % off
+    // a 100-key read (benches/read_latency.rs).
+    conn.pragma_update(
+        None,
+        "mmap_size",
+        i64::try_from(config.mmap_size).unwrap_or(i64::MAX),
+    )
+    .map_err(|e| open_error(path, e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn open_error(path: &Path, err: rusqlite::Error) -> OnlineError {
+    let retryable = matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    );
+    match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OnlineError::Corrupt {
+            message: format!("`{}` is not an SQLite database: {err}", path.display()),
+        },
+        _ => OnlineError::Unavailable {
+            store: STORE.to_owned(),
+            retryable,
+            source: format!("cannot open `{}`: {err}", path.display()).into(),
+        },
+    }
+}

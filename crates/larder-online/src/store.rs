@@ -1,0 +1,188 @@
+//! The `OnlineStore` trait, the table a view occupies, and the Arrow shapes that cross it.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+
+use crate::error::OnlineError;
+
+/// Name of the serialized entity key column of a write batch.
+pub const ENTITY_KEY: &str = "entity_key";
+/// Name of the event timestamp column of write batches and read results.
+pub const EVENT_TS: &str = "event_ts";
+/// Name of the (optional) created timestamp column of a write batch.
+pub const CREATED_TS: &str = "created_ts";
+
+/// One view's table/key space in the online store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ViewTable {
+    pub project: String,
+    /// The view name as stored (Feast's `name_vN` when online versioning is on).
+    pub view: String,
+    /// Feature names in schema order: the feature columns a write batch must have.
+    pub features: Vec<String>,
+}
+
+impl ViewTable {
+    pub fn new(
+        project: impl Into<String>,
+        view: impl Into<String>,
+        features: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        ViewTable {
+            project: project.into(),
+            view: view.into(),
+            features: features.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// What a backend can do, declared up front.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnlineCapabilities {
+    /// Writes are newest-wins per entity key (see [`OnlineStore::write_batch`]).
+    pub newest_wins: bool,
+    /// The store itself hides rows older than the view's ttl. The facade applies the ttl
+    /// either way; this only says whether stale rows also leave the store.
+    pub ttl_on_read: bool,
+    /// Several processes (a server and a materialization) may use the store at once.
+    pub cross_process: bool,
+    /// Most keys one [`OnlineStore::read`] accepts; `None` = no limit (backends chunk
+    /// internally).
+    pub max_keys_per_read: Option<usize>,
+}
+
+/// One view's part of [`OnlineStore::read_many`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRequest<'a> {
+    pub table: &'a ViewTable,
+    pub keys: &'a [&'a [u8]],
+    pub features: &'a [&'a str],
+}
+
+/// Where the latest feature values of every entity key live, read at serving time.
+///
+/// Backends are built once and shared as `Arc<dyn OnlineStore>`; every method may be
+/// called concurrently. Data crosses as Arrow record batches; feature values are serialized
+/// `feast.types.Value` bytes, entity keys are Feast-serialized entity keys.
+#[async_trait]
+pub trait OnlineStore: Send + Sync + std::fmt::Debug {
+    /// What this backend can do. Constant for the life of the store.
+    fn capabilities(&self) -> OnlineCapabilities;
+
+    /// Writes the rows of one view; returns how many rows were written (not skipped).
+    ///
+    /// `rows` has, looked up by name: `entity_key` (`Binary`, non-null: the Feast-serialized
+    /// entity key), `event_ts` (`Timestamp(Microsecond, _)`, non-null; the time zone
+    /// annotation is ignored since Arrow stores UTC instants), optionally `created_ts`
+    /// (`Timestamp(Microsecond, _)`, nullable), and one `Binary` column per name in
+    /// `table.features`, named like the feature. No other column is allowed.
+    ///
+    /// A feature cell is the serialized `feast.types.Value`. A non-null cell is stored as
+    /// given, so an empty cell (the encoded null `Value`) reads back as an empty, non-null
+    /// cell: the feature was written, with a null value. A null cell means the feature is
+    /// missing from the row and reads back as null.
+    ///
+    /// Newest wins per entity key: a row whose `event_ts` is older than the stored one never
+    /// overwrites it; an equal `event_ts` overwrites (a correction for the same event time
+    /// lands). Within one batch the same key may appear several times: the newest row wins,
+    /// on equal `event_ts` the later row in the batch. A row that wins replaces the whole
+    /// stored row of its key: features are written together, a feature null in the new row
+    /// is missing afterwards.
+    ///
+    /// A batch need not be atomic, but a crash never leaves a torn row (some features from
+    /// one write, some from another). Writing to a view whose table does not exist yet
+    /// creates it. An empty batch writes nothing and returns 0.
+    ///
+    /// Errors: [`OnlineError::InvalidRequest`] naming the column for a missing, mistyped or
+    /// unexpected column, a null `entity_key` or `event_ts`, or a feature named twice or
+    /// like one of the reserved columns; backend errors otherwise.
+    async fn write_batch(&self, table: &ViewTable, rows: RecordBatch) -> Result<u64, OnlineError>;
+
+    /// Reads the newest stored row of each of `keys` (serialized entity keys, duplicates
+    /// allowed) in one round trip.
+    ///
+    /// The result is aligned with `keys`: same length, same order, a duplicate key gives
+    /// the same row again. Columns (see [`read_schema`]): `event_ts`
+    /// (`Timestamp(Microsecond, "UTC")`, null when the key is not found), then one
+    /// nullable `Binary` column per entry of `features`, in that order, named like it (a
+    /// name may repeat): the stored `feast.types.Value` bytes, null when the key is not
+    /// found or the feature was missing from its row (never written, written as a null
+    /// cell, or not part of the view when the row was written).
+    ///
+    /// A view whose table does not exist (not materialized yet, or deleted) reads as all
+    /// keys not found, not as an error. No ttl is applied unless
+    /// [`OnlineCapabilities::ttl_on_read`] says so.
+    ///
+    /// Errors: [`OnlineError::Corrupt`] when stored bytes cannot be decoded; backend errors.
+    async fn read(
+        &self,
+        table: &ViewTable,
+        keys: &[&[u8]],
+        features: &[&str],
+    ) -> Result<RecordBatch, OnlineError>;
+
+    /// Reads several views, one result per request in the same order, each as
+    /// [`read`](OnlineStore::read) would return it. Backends override this to use one
+    /// round trip (and, where they can, one consistent snapshot) for all views; the
+    /// default reads the views one after the other.
+    async fn read_many(
+        &self,
+        requests: &[ReadRequest<'_>],
+    ) -> Result<Vec<RecordBatch>, OnlineError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(
+                self.read(request.table, request.keys, request.features)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Creates the tables of `keep` and drops those of `delete` (with all their rows).
+    /// Idempotent: keeping an existing table leaves its rows, deleting a missing one is a
+    /// no-op; a table in both lists ends up existing and empty. Errors: [`OnlineError::IncompatibleTable`] when a table to keep exists with
+    /// another layout; backend errors.
+    async fn update_infra(
+        &self,
+        keep: &[ViewTable],
+        delete: &[ViewTable],
+    ) -> Result<(), OnlineError>;
+
+    /// Removes everything stored for these views (project teardown). Idempotent.
+    async fn teardown(&self, tables: &[ViewTable]) -> Result<(), OnlineError>;
+}
+
+/// The schema of a write batch for `features` (with the optional `created_ts` column).
+pub fn write_schema(features: &[&str]) -> SchemaRef {
+    let mut fields = Vec::with_capacity(features.len() + 3);
+    fields.push(Field::new(ENTITY_KEY, DataType::Binary, false));
+    fields.push(Field::new(EVENT_TS, timestamp_type(), false));
+    fields.push(Field::new(CREATED_TS, timestamp_type(), true));
+    fields.extend(
+        features
+            .iter()
+            .map(|name| Field::new(*name, DataType::Binary, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// The schema of a read result for `features`.
+pub fn read_schema(features: &[&str]) -> SchemaRef {
+    let mut fields = Vec::with_capacity(features.len() + 1);
+    fields.push(Field::new(EVENT_TS, timestamp_type(), true));
+    fields.extend(
+        features
+            .iter()
+            .map(|name| Field::new(*name, DataType::Binary, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// `Timestamp(Microsecond, "UTC")`, the type of `event_ts` and `created_ts`.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}

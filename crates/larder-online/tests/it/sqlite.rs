@@ -1,0 +1,348 @@
+//! The SQLite store: the conformance suite, then what only a file-backed store has (sharing
+//! one file between processes, persistence, locks, foreign tables, corrupt rows).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use larder_online::{
+    OnlineError, OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable, sqlite_table_name,
+};
+use larder_types::feast::Value;
+
+use crate::conformance::{Fixture, Row, cell, key, read, ts, value, view, write};
+
+pub async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteOnlineStore::open(&SqliteConfig::new(dir.path().join("online.db")))
+        .expect("open sqlite store");
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(dir),
+    }
+}
+
+online_store_conformance!(conformance, crate::sqlite::fixture);
+
+fn open(path: &Path) -> SqliteOnlineStore {
+    SqliteOnlineStore::open(&SqliteConfig::new(path)).expect("open sqlite store")
+}
+
+#[tokio::test]
+async fn persists_across_reopen_and_creates_folders() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("data/nested/online.db");
+    let t = view("v", &["f"]);
+    {
+        let store = open(&path);
+        write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    }
+    let store = open(&path);
+    let got = read(&store, &t, &[1], &["f"]).await;
+    assert_eq!(
+        (ts(&got, 0), value(&got, 0, 0)),
+        (Some(5), Some(Value::int64(7)))
+    );
+}
+
+/// Round `r` writes every key with event time `r` and two features that must agree with it.
+fn round_rows(round: i64, keys: i64) -> Vec<Row> {
+    (0..keys)
+        .map(|id| {
+            let v = Some(Value::int64(round));
+            (
+                id,
+                round,
+                vec![v, Some(Value::string(format!("{id}@{round}")))],
+            )
+        })
+        .collect()
+}
+
+/// Reads all keys until `done`, checking that every read succeeds, no key goes back in time
+/// and no row is torn. Returns the number of reads.
+async fn check_reads(
+    store: &dyn OnlineStore,
+    t: &ViewTable,
+    keys: i64,
+    mut done: impl FnMut() -> bool,
+) -> usize {
+    let ids: Vec<i64> = (0..keys).collect();
+    let mut last = vec![-1; keys as usize];
+    let mut reads = 0;
+    while !done() {
+        let got = read(store, t, &ids, &["n", "s"]).await;
+        reads += 1;
+        for id in 0..keys {
+            let row = id as usize;
+            let Some(at) = ts(&got, row) else { continue };
+            assert!(
+                at >= last[row],
+                "key {id} went back from {} to {at}",
+                last[row]
+            );
+            last[row] = at;
+            assert_eq!(value(&got, 0, row), Some(Value::int64(at)), "torn row");
+            assert_eq!(
+                value(&got, 1, row),
+                Some(Value::string(format!("{id}@{at}")))
+            );
+        }
+    }
+    reads
+}
+
+async fn assert_final_round(store: &dyn OnlineStore, t: &ViewTable, keys: i64, round: i64) {
+    let ids: Vec<i64> = (0..keys).collect();
+    let got = read(store, t, &ids, &["n", "s"]).await;
+    for row in 0..keys as usize {
+        assert_eq!(
+            ts(&got, row),
+            Some(round),
+            "the last round of the writer landed"
+        );
+    }
+}
+
+const ROUNDS: i64 = 150;
+const KEYS: i64 = 200;
+
+/// Two stores on one file, each on its own thread and runtime (like `larder serve` next to
+/// `larder materialize`): the reader never fails or blocks for long while the writer works.
+#[test]
+fn reader_and_writer_stores_share_one_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let t = view("shared", &["n", "s"]);
+    let done = Arc::new(AtomicBool::new(false));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+
+    let writer = {
+        let (path, t, done) = (path.clone(), t.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let store = open(&path);
+            runtime().block_on(async {
+                for round in 0..ROUNDS {
+                    write(&store, &t, &round_rows(round, KEYS)).await;
+                }
+            });
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let reader = {
+        let (path, t, done) = (path.clone(), t.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let store = open(&path);
+            runtime().block_on(check_reads(&store, &t, KEYS, || {
+                done.load(Ordering::SeqCst)
+            }))
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(writer.is_finished() && reader.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "reader and writer did not finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().expect("writer thread");
+    let reads = reader.join().expect("reader thread");
+    assert!(reads > 0);
+    let store = open(&path);
+    runtime().block_on(assert_final_round(&store, &t, KEYS, ROUNDS - 1));
+}
+
+const CHILD_DB: &str = "LARDER_ONLINE_TEST_WRITER_DB";
+const CHILD_PROJECT: &str = "LARDER_ONLINE_TEST_WRITER_PROJECT";
+
+/// The writer half of `reader_and_writer_processes`, run as a child process.
+#[tokio::test]
+#[ignore = "run as a child process by reader_and_writer_processes"]
+async fn writer_process() {
+    let (Ok(path), Ok(project)) = (std::env::var(CHILD_DB), std::env::var(CHILD_PROJECT)) else {
+        return;
+    };
+    let store = open(Path::new(&path));
+    let t = ViewTable::new(project, "shared", ["n", "s"]);
+    for round in 0..ROUNDS {
+        write(&store, &t, &round_rows(round, KEYS)).await;
+    }
+}
+
+/// The real deployment shape: another process materializes into the file being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_and_writer_processes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path: PathBuf = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view("shared", &["n", "s"]);
+    store
+        .update_infra(std::slice::from_ref(&t), &[])
+        .await
+        .expect("create table");
+
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args([
+            "sqlite::writer_process",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB, &path)
+        .env(CHILD_PROJECT, &t.project)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the writer process");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut status = None;
+    let reads = check_reads(&store, &t, KEYS, || {
+        status = child.try_wait().expect("child status");
+        if status.is_none() && Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the writer process did not finish in time");
+        }
+        status.is_some()
+    })
+    .await;
+    let status = status.expect("the child exited");
+    assert!(status.success(), "writer process failed: {status}");
+    assert!(reads > 0);
+    assert_final_round(&store, &t, KEYS, ROUNDS - 1).await;
+}
+
+/// A write lock held elsewhere beyond `busy_timeout` fails the write as retryable, while
+/// reads go on (WAL).
+#[tokio::test]
+async fn held_write_lock_blocks_writes_not_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let config = SqliteConfig {
+        busy_timeout: Duration::from_millis(100),
+        ..SqliteConfig::new(&path)
+    };
+    let store = SqliteOnlineStore::open(&config).expect("open");
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 1, vec![Some(Value::int64(1))])]).await;
+
+    let other = rusqlite::Connection::open(&path).expect("raw connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+
+    let got = read(&store, &t, &[1], &["f"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(1)), "reads proceed");
+    let batch = crate::conformance::batch(&t, &[(1, 2, vec![None])]);
+    let err = store
+        .write_batch(&t, batch.clone())
+        .await
+        .expect_err("lock held");
+    assert!(
+        matches!(
+            err,
+            OnlineError::Unavailable {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+
+    other.execute_batch("COMMIT").expect("release");
+    assert_eq!(
+        store
+            .write_batch(&t, batch)
+            .await
+            .expect("write after release"),
+        1
+    );
+}
+
+/// A table of Feast's own SQLite layout at the same name is refused, never dropped.
+#[tokio::test]
+async fn feast_layout_table_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view("driver_stats", &["f"]);
+    let name = sqlite_table_name(&t.project, &t.view);
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch(&format!(
+        "CREATE TABLE \"{name}\" (entity_key BLOB, feature_name TEXT, value BLOB, \
+         event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name))"
+    ))
+    .expect("feast table");
+
+    let incompatible = |err: OnlineError| match err {
+        OnlineError::IncompatibleTable { table, .. } => assert_eq!(table, name),
+        other => panic!("expected IncompatibleTable, got {other:?}"),
+    };
+    incompatible(
+        store
+            .update_infra(std::slice::from_ref(&t), &[])
+            .await
+            .expect_err("keep"),
+    );
+    let batch = crate::conformance::batch(&t, &[(1, 1, vec![None])]);
+    incompatible(store.write_batch(&t, batch).await.expect_err("write"));
+    let k = key(1);
+    incompatible(store.read(&t, &[&k], &["f"]).await.expect_err("read"));
+}
+
+#[tokio::test]
+async fn malformed_payload_is_corrupt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 1, vec![Some(Value::int64(1))])]).await;
+    let name = sqlite_table_name(&t.project, &t.view);
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute(&format!("UPDATE \"{name}\" SET payload = x'01050061'"), [])
+        .expect("damage the row");
+    let k = key(1);
+    let err = store.read(&t, &[&k], &["f"]).await.expect_err("corrupt");
+    assert!(matches!(err, OnlineError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains(&name), "{err}");
+}
+
+#[tokio::test]
+async fn a_folder_cannot_be_opened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = SqliteOnlineStore::open(&SqliteConfig::new(dir.path())).expect_err("a folder");
+    assert!(
+        matches!(
+            err,
+            OnlineError::Unavailable {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cannot open"), "{err}");
+}
+
+/// Reads keep the bytes of a feature written as the null `Value` apart from a missing one
+/// (the facade reports the first as a null value, the second as not found).
+#[tokio::test]
+async fn null_value_and_missing_feature_differ() {
+    let fixture = fixture().await;
+    let store = &*fixture.store;
+    let t = view("v", &["a", "b"]);
+    write(store, &t, &[(1, 1, vec![Some(Value::NULL), None])]).await;
+    let got = read(store, &t, &[1], &["a", "b"]).await;
+    assert_eq!(cell(&got, 0, 0), Some(Vec::new()));
+    assert_eq!(cell(&got, 1, 0), None);
+}
