@@ -15,8 +15,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-/// Rows per Parquet row group (Parquet's default maximum).
-const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per Parquet row group: small enough that encoding the last one adds little at the end.
+const ROW_GROUP_ROWS: usize = 1 << 18;
 
 enum Format {
     Parquet,
@@ -142,12 +142,28 @@ async fn write_parquet_parallel(
     file: File,
     schema: SchemaRef,
 ) -> Result<u64> {
-    let props = std::sync::Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build(),
-    );
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        // Min/max per column chunk is what readers prune on; per page costs more than it gives.
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Dictionaries pay off for text; for numbers and timestamps they are mostly built and
+    // thrown away (too many distinct values), at a high price.
+    for field in schema.fields() {
+        if !matches!(
+            field.data_type(),
+            arrow::datatypes::DataType::Utf8
+                | arrow::datatypes::DataType::LargeUtf8
+                | arrow::datatypes::DataType::Utf8View
+                | arrow::datatypes::DataType::Dictionary(_, _)
+        ) {
+            builder = builder.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+        }
+    }
+    let props = std::sync::Arc::new(builder.build());
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(&schema)?;
@@ -157,7 +173,10 @@ async fn write_parquet_parallel(
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0usize;
     let mut index = 0usize;
-    let mut encoding: Option<tokio::task::JoinHandle<Result<Vec<ArrowColumnChunk>>>> = None;
+    // Up to two row groups encode while the query produces the next (in file order).
+    let mut encoding: std::collections::VecDeque<
+        tokio::task::JoinHandle<Result<Vec<ArrowColumnChunk>>>,
+    > = std::collections::VecDeque::new();
     let mut finished = false;
     while !finished {
         let next = stream.next().await.transpose()?;
@@ -170,7 +189,9 @@ async fn write_parquet_parallel(
             None => finished = true,
         }
         if pending_rows >= ROW_GROUP_ROWS || (finished && pending_rows > 0) {
-            if let Some(job) = encoding.take() {
+            if encoding.len() >= 2
+                && let Some(job) = encoding.pop_front()
+            {
                 append_row_group(&mut writer, job.await??)?;
             }
             let batches = std::mem::take(&mut pending);
@@ -178,12 +199,12 @@ async fn write_parquet_parallel(
             let (factory, schema) = (factory.clone(), schema.clone());
             let i = index;
             index += 1;
-            encoding = Some(tokio::task::spawn_blocking(move || {
+            encoding.push_back(tokio::task::spawn_blocking(move || {
                 encode_row_group(&factory, &schema, i, &batches)
             }));
         }
     }
-    if let Some(job) = encoding.take() {
+    while let Some(job) = encoding.pop_front() {
         append_row_group(&mut writer, job.await??)?;
     }
     writer.close()?;

@@ -2,6 +2,7 @@
 //! point-in-time join done by [`crate::asof::AsOfJoinExec`].
 
 mod entities;
+mod memjoin;
 mod sources;
 
 use std::num::NonZeroUsize;
@@ -20,6 +21,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream, execute_stream,
 };
@@ -36,7 +38,8 @@ use crate::store::{HistoricalRequest, OfflineCapabilities, OfflineStore};
 pub struct FileStoreOptions {
     /// Relative source and entity paths resolve against this folder.
     pub repo_dir: PathBuf,
-    /// Memory the query may use before sorts spill to disk; `None` for unlimited.
+    /// Memory the query may use before sorts spill to disk; `None` for half of this
+    /// machine's memory.
     pub memory_limit: Option<usize>,
     /// Where spill files go; the system temp folder when `None`.
     pub spill_dir: Option<PathBuf>,
@@ -46,6 +49,9 @@ pub struct FileStoreOptions {
     pub partitions: usize,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Allow the in-memory join for integer-keyed views that fit the memory budget; when
+    /// false every join takes the spilling sort-merge path.
+    pub in_memory_join: bool,
 }
 
 impl FileStoreOptions {
@@ -59,6 +65,7 @@ impl FileStoreOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             batch_size: 8192,
+            in_memory_join: true,
         }
     }
 }
@@ -80,7 +87,9 @@ impl FileOfflineStore {
             disk = disk.with_max_temp_directory_size(max);
         }
         let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
-        if let Some(limit) = options.memory_limit {
+        // Without an explicit limit, sorts may use half the machine's memory before spilling.
+        {
+            let limit = options.memory_limit.unwrap_or_else(|| system_memory() / 2);
             // Several sorts run at once (both sides of each join, in every partition): a
             // fair pool gives each its share instead of letting the first take it all.
             builder = builder
@@ -102,9 +111,10 @@ impl FileOfflineStore {
     /// Whether `rows` rows of `schema` can be held in memory to reorder them (half the
     /// memory limit at most; always without a limit).
     fn fits_in_memory(&self, schema: &arrow::datatypes::Schema, rows: usize) -> bool {
-        let Some(limit) = self.options.memory_limit else {
-            return true;
-        };
+        let limit = self
+            .options
+            .memory_limit
+            .unwrap_or_else(|| system_memory() / 2);
         let width: usize = schema
             .fields()
             .iter()
@@ -121,7 +131,11 @@ impl FileOfflineStore {
             .with_batch_size(self.options.batch_size);
         // Keep each file in one scan partition so entity rows keep their order.
         config.options_mut().optimizer.repartition_file_scans = partitions > 1;
-        if let Some(limit) = self.options.memory_limit {
+        {
+            let limit = self
+                .options
+                .memory_limit
+                .unwrap_or_else(|| system_memory() / 2);
             // Every sort holds this much back for merging its spilled runs; the default
             // (10 MB) alone would not fit a small limit shared by several sorts.
             config.options_mut().execution.sort_spill_reservation_bytes =
@@ -164,7 +178,16 @@ impl OfflineStore for FileOfflineStore {
         request: HistoricalRequest,
     ) -> Result<SendableRecordBatchStream, OfflineError> {
         let ctx = self.session(self.options.partitions);
+        let started = std::time::Instant::now();
         let entities = entities::plan_entities(self, &ctx, &request).await?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            rows = entities.rows,
+            "entity rows planned"
+        );
+        if let Some(stream) = self.try_in_memory(&ctx, &request, &entities).await? {
+            return Ok(stream);
+        }
         let mut plan: Arc<dyn ExecutionPlan> = entities.plan;
         if plan.output_partitioning().partition_count() != 1 {
             plan = Arc::new(CoalescePartitionsExec::new(plan));
@@ -254,6 +277,160 @@ impl OfflineStore for FileOfflineStore {
         tracing::debug!(plan = %datafusion::physical_plan::displayable(output.as_ref()).indent(true), "historical retrieval plan");
         execute_stream(output, ctx.task_ctx()).map_err(OfflineError::execution)
     }
+}
+
+impl FileOfflineStore {
+    /// The in-memory join (see `memjoin`), when every view has one integer join key and the
+    /// inputs fit half the memory limit (or half the machine's memory without a limit).
+    async fn try_in_memory(
+        &self,
+        ctx: &SessionContext,
+        request: &HistoricalRequest,
+        entities: &entities::EntityPlan,
+    ) -> Result<Option<SendableRecordBatchStream>, OfflineError> {
+        use larder_types::{ScalarType, ValueType};
+        let integer_keys = request.views.iter().all(|v| {
+            v.view.entity_columns.len() == 1
+                && matches!(
+                    v.view.entity_columns[0].dtype,
+                    ValueType::Scalar(ScalarType::Int64 | ScalarType::Int32)
+                )
+        });
+        if !self.options.in_memory_join || !integer_keys || request.views.is_empty() {
+            return Ok(None);
+        }
+        let budget = self
+            .options
+            .memory_limit
+            .unwrap_or_else(|| system_memory() / 2)
+            / 2;
+        let entity_width = row_width(&entities.plan.schema()) + 40;
+        let mut needed = entities.rows.saturating_mul(entity_width);
+        let mut sources = Vec::with_capacity(request.views.len());
+        for view in &request.views {
+            let source =
+                sources::plan_view_source(self, ctx, request, view, &entities.time_range).await?;
+            let rows = StatisticsContext::new()
+                .compute(source.plan.as_ref(), &StatisticsArgs::new())
+                .ok()
+                .and_then(|s| s.num_rows.get_value().copied());
+            let Some(rows) = rows else {
+                return Ok(None);
+            };
+            // The batches, plus a 32-byte sort entry per row.
+            needed =
+                needed.saturating_add(rows.saturating_mul(row_width(&source.plan.schema()) + 32));
+            sources.push(source);
+        }
+        if needed > budget {
+            tracing::debug!(needed, budget, "point-in-time join takes the spilling path");
+            return Ok(None);
+        }
+        let task = ctx.task_ctx();
+        let started = std::time::Instant::now();
+        // Entity rows and every view's rows are read at the same time.
+        let left_task = tokio::spawn(memjoin::collect_partitions(
+            entities.plan.clone(),
+            task.clone(),
+        ));
+        let view_tasks: Vec<_> = sources
+            .iter()
+            .map(|s| tokio::spawn(memjoin::collect_partitions(s.plan.clone(), task.clone())))
+            .collect();
+        let joined = |e: tokio::task::JoinError| {
+            OfflineError::execution(datafusion::error::DataFusionError::External(Box::new(e)))
+        };
+        let left: Vec<_> = left_task
+            .await
+            .map_err(joined)?
+            .map_err(OfflineError::execution)?
+            .into_iter()
+            .flatten()
+            .collect();
+        let left_schema = entities.plan.schema();
+        let left_ts = left_schema.index_of(&entities.ts_column).map_err(|e| {
+            OfflineError::execution(datafusion::error::DataFusionError::ArrowError(
+                Box::new(e),
+                None,
+            ))
+        })?;
+        let mut inputs = Vec::with_capacity(sources.len());
+        for ((view, source), view_task) in request.views.iter().zip(sources).zip(view_tasks) {
+            let (_, request_column) = &view.join_key_columns[0];
+            let left_key =
+                left_schema
+                    .index_of(request_column)
+                    .map_err(|_| OfflineError::MissingJoinKey {
+                        column: request_column.clone(),
+                        view: view.view.name.to_string(),
+                        available: entities.columns.join(", "),
+                    })?;
+            let schema = source.plan.schema();
+            let first_feature = 2 + usize::from(source.has_created);
+            let fields = view
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, (_, name))| {
+                    arrow::datatypes::Field::new(
+                        name,
+                        schema.field(first_feature + i).data_type().clone(),
+                        true,
+                    )
+                })
+                .collect();
+            let batches = view_task
+                .await
+                .map_err(joined)?
+                .map_err(|e| OfflineError::SourceRead {
+                    source_name: view.view.batch_source.to_string(),
+                    path: String::new(),
+                    message: e.to_string(),
+                })?
+                .into_iter()
+                .flatten()
+                .collect();
+            inputs.push(memjoin::ViewInput {
+                batches,
+                has_created: source.has_created,
+                feature_count: view.features.len(),
+                fields,
+                left_key,
+                ttl_ns: (!view.view.ttl.is_unbounded())
+                    .then(|| i64::try_from(view.view.ttl.0.as_nanos()).unwrap_or(i64::MAX)),
+            });
+        }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "in-memory join: inputs read"
+        );
+        memjoin::join(left, left_schema, left_ts, inputs, self.options.batch_size)
+            .map(Some)
+            .map_err(OfflineError::execution)
+    }
+}
+
+/// Bytes per row of `schema`, counting 32 for variable-width values.
+fn row_width(schema: &arrow::datatypes::Schema) -> usize {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().primitive_width().unwrap_or(32) + 1)
+        .sum()
+}
+
+/// Total memory of this machine (Linux `/proc/meminfo`), 8 GiB when unknown.
+fn system_memory() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
 }
 
 /// Whether `dt` can be joined on as an event time.

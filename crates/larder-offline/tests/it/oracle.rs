@@ -59,7 +59,7 @@ fn oracle(features: &[FeatureRow], entities: &[EntityRow], ttl_hours: i64) -> Ve
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn matches_the_oracle(
@@ -68,6 +68,7 @@ proptest! {
         ttl_hours in prop_oneof![Just(0i64), 1i64..8],
         partitions in 1usize..4,
         batch_size in 1usize..9,
+        in_memory_join in any::<bool>(),
     ) {
         let created: Vec<Option<i64>> = features
             .iter()
@@ -94,6 +95,7 @@ proptest! {
         let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
         options.partitions = partitions;
         options.batch_size = batch_size;
+        options.in_memory_join = in_memory_join;
         let store = larder_offline::FileOfflineStore::new(options).expect("store");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
