@@ -188,7 +188,7 @@ impl OfflineStore for FileOfflineStore {
         if let Some(stream) = self.try_in_memory(&ctx, &request, &entities).await? {
             return Ok(stream);
         }
-        let mut plan: Arc<dyn ExecutionPlan> = entities.plan;
+        let mut plan: Arc<dyn ExecutionPlan> = entities.plan.clone();
         if plan.output_partitioning().partition_count() != 1 {
             plan = Arc::new(CoalescePartitionsExec::new(plan));
         }
@@ -198,18 +198,11 @@ impl OfflineStore for FileOfflineStore {
             let source =
                 sources::plan_view_source(self, &ctx, &request, view, &entities.time_range).await?;
             let schema = plan.schema();
-            let mut left_keys = Vec::with_capacity(view.join_key_columns.len());
-            for (_, request_column) in &view.join_key_columns {
-                let index =
-                    schema
-                        .index_of(request_column)
-                        .map_err(|_| OfflineError::MissingJoinKey {
-                            column: request_column.clone(),
-                            view: view.view.name.to_string(),
-                            available: entities.columns.join(", "),
-                        })?;
-                left_keys.push(index);
-            }
+            let left_keys = view
+                .join_key_columns
+                .iter()
+                .map(|(_, column)| key_index(&schema, column, view, &entities))
+                .collect::<Result<Vec<_>, _>>()?;
             let (left_ts, _) = column(&plan, &entities.ts_column)?;
             let key_count = view.join_key_columns.len();
             let right = AsOfInput {
@@ -356,15 +349,7 @@ impl FileOfflineStore {
         })?;
         let mut inputs = Vec::with_capacity(sources.len());
         for ((view, source), view_task) in request.views.iter().zip(sources).zip(view_tasks) {
-            let (_, request_column) = &view.join_key_columns[0];
-            let left_key =
-                left_schema
-                    .index_of(request_column)
-                    .map_err(|_| OfflineError::MissingJoinKey {
-                        column: request_column.clone(),
-                        view: view.view.name.to_string(),
-                        available: entities.columns.join(", "),
-                    })?;
+            let left_key = key_index(&left_schema, &view.join_key_columns[0].1, view, entities)?;
             let schema = source.plan.schema();
             let first_feature = 2 + usize::from(source.has_created);
             let fields = view
@@ -408,6 +393,22 @@ impl FileOfflineStore {
             .map(Some)
             .map_err(OfflineError::execution)
     }
+}
+
+/// Where the entity rows hold `column`, the join key of `view`.
+fn key_index(
+    schema: &arrow::datatypes::Schema,
+    column: &str,
+    view: &larder_spec::ResolvedView,
+    entities: &entities::EntityPlan,
+) -> Result<usize, OfflineError> {
+    schema
+        .index_of(column)
+        .map_err(|_| OfflineError::MissingJoinKey {
+            column: column.to_string(),
+            view: view.view.name.to_string(),
+            available: entities.columns.join(", "),
+        })
 }
 
 /// Bytes per row of `schema`, counting 32 for variable-width values.

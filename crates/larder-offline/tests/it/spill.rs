@@ -53,7 +53,7 @@ async fn spills_under_a_small_memory_limit_and_gives_the_same_answer() {
             "fv:padding".parse().unwrap(),
         ])
     };
-    // Inputs are ~40 MB in memory; the limit is 10 MB.
+    // Inputs are ~40 MB in memory; the limit is 16 MB.
     let unlimited = run_with(
         &fx,
         &store(&fx, None, 2),
@@ -63,41 +63,24 @@ async fn spills_under_a_small_memory_limit_and_gives_the_same_answer() {
     )
     .await
     .expect("unlimited run");
+    let spine_again = spine.clone();
     let limited = run_with(
         &fx,
-        &store(&fx, Some(10 << 20), 2),
+        &store(&fx, Some(16 << 20), 2),
         EntityInput::Batches(vec![spine]),
         selection(),
         false,
     )
     .await
-    .expect("run under a 10 MB limit");
+    .expect("run under a 16 MB limit");
     assert_eq!(limited.num_rows() as i64, ENTITY_ROWS);
     // Proof that the limited run spilled: with 1 KiB of spill space it fails.
     let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
-    options.memory_limit = Some(10 << 20);
+    options.memory_limit = Some(16 << 20);
     options.batch_size = 1024;
     options.partitions = 2;
     options.max_spill_bytes = Some(1024);
     let no_disk = larder_offline::FileOfflineStore::new(options).expect("store");
-    let spine_again = batch(vec![
-        (
-            "driver_id",
-            ints(
-                &(0..ENTITY_ROWS)
-                    .map(|i| (i * 104_729) % 5_100)
-                    .collect::<Vec<_>>(),
-            ),
-        ),
-        (
-            "event_timestamp",
-            ts_hours(
-                &(0..ENTITY_ROWS)
-                    .map(|i| (i * 13) % 1_100)
-                    .collect::<Vec<_>>(),
-            ),
-        ),
-    ]);
     let err = run_with(
         &fx,
         &no_disk,
