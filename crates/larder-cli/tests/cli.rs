@@ -450,3 +450,45 @@ fn training_data_from_the_demo_repo() {
         "{table}"
     );
 }
+
+fn online_tables(repo: &Path) -> Vec<String> {
+    let db = repo.join("data/online_store.db");
+    if !db.exists() {
+        return Vec::new();
+    }
+    let conn = rusqlite::Connection::open(db).expect("open online store");
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("query");
+    stmt.query_map([], |row| row.get::<_, String>(0))
+        .expect("rows")
+        .map(|r| r.expect("name"))
+        .collect()
+}
+
+#[test]
+fn apply_creates_and_drops_online_tables() {
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["plan"]);
+    assert!(online_tables(&repo).is_empty(), "plan creates nothing");
+    ok(&repo, &["apply"]);
+    assert_eq!(
+        online_tables(&repo),
+        ["demo_customer_profile", "demo_driver_hourly_stats"]
+    );
+    // Taking a view offline drops its table.
+    let defs = repo.join("features.yaml");
+    let edited = std::fs::read_to_string(&defs).expect("read").replace(
+        "    tags: {team: customers}",
+        "    tags: {team: customers}\n    online: false",
+    );
+    std::fs::write(&defs, edited).expect("write");
+    let out = ok(&repo, &["apply"]);
+    assert!(
+        out.contains("- delete sqlite table demo_customer_profile"),
+        "{out}"
+    );
+    assert_eq!(online_tables(&repo), ["demo_driver_hourly_stats"]);
+    ok(&repo, &["teardown"]);
+    assert!(online_tables(&repo).is_empty());
+}

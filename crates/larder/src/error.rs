@@ -2,6 +2,7 @@
 
 use larder_config::ConfigError;
 use larder_offline::OfflineError;
+use larder_online::OnlineError;
 use larder_registry::RegistryError;
 use larder_registry::store::StoreError;
 use larder_spec::{DefinitionErrors, ResolveError};
@@ -26,6 +27,9 @@ pub enum Error {
     /// Reading historical data failed (bad entity rows, unreadable sources, ...).
     #[error(transparent)]
     Offline(#[from] OfflineError),
+    /// The online store failed (unreachable, incompatible tables, ...).
+    #[error("online store: {0}")]
+    Online(#[from] OnlineError),
 }
 
 impl From<StoreError> for Error {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use larder_config::{OnlineStoreConfig, RegistryType, RepoConfig};
 use larder_offline::OfflineStore;
+use larder_online::{OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable};
 use larder_registry::store::open_store;
 use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraObject, LoadOptions, Plan, load_definitions};
@@ -54,6 +55,8 @@ pub struct FeatureStore {
     offline_memory_limit: Option<usize>,
     /// Built on first use: plan/apply never need it.
     offline: OnceLock<Arc<dyn OfflineStore>>,
+    /// Built on first use; None when the configured store has no backend in this build yet.
+    online: OnceLock<Option<Arc<dyn OnlineStore>>>,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -96,6 +99,7 @@ impl FeatureStore {
             config,
             offline_memory_limit: None,
             offline: OnceLock::new(),
+            online: OnceLock::new(),
         })
     }
 
@@ -137,6 +141,40 @@ impl FeatureStore {
         Ok(load_definitions(&load)?)
     }
 
+    /// The configured online store, built once; `None` when the online store is disabled or
+    /// its backend is not in this build yet (only the embedded SQLite store is, so far).
+    pub fn online_store(&self) -> Result<Option<Arc<dyn OnlineStore>>, Error> {
+        if let Some(store) = self.online.get() {
+            return Ok(store.clone());
+        }
+        let built: Option<Arc<dyn OnlineStore>> = match self.config.online_store.as_ref() {
+            Some(OnlineStoreConfig::Sqlite(sqlite)) => {
+                let path = self.config.resolve_path(&sqlite.path);
+                Some(Arc::new(SqliteOnlineStore::open(&SqliteConfig::new(path))?))
+            }
+            _ => None,
+        };
+        Ok(self.online.get_or_init(|| built).clone())
+    }
+
+    /// The online tables of `defs`' online views.
+    fn online_tables(defs: &Definitions) -> Vec<ViewTable> {
+        defs.feature_views
+            .values()
+            .filter(|v| v.online)
+            .map(|v| {
+                ViewTable::new(
+                    defs.project.name.clone(),
+                    v.name.to_string(),
+                    v.features
+                        .iter()
+                        .map(|f| f.name.to_string())
+                        .collect::<Vec<String>>(),
+                )
+            })
+            .collect()
+    }
+
     /// The infrastructure label of the configured online store, for per-view tables.
     pub fn online_infra_kind(&self) -> Option<&'static str> {
         match self.config.online_store.as_ref()? {
@@ -160,11 +198,38 @@ impl FeatureStore {
             .await?)
     }
 
-    /// Applies the repo's definitions: the registry then holds exactly them for this project.
+    /// Applies the repo's definitions: the registry then holds exactly them for this project,
+    /// and the online store has a table for every online view.
+    ///
+    /// Tables of new views are created before the registry commit (idempotently), so the
+    /// registry never names a table that does not exist; tables of removed views are dropped
+    /// after it, so a failed commit drops nothing.
     pub async fn apply(&self, options: &ApplyOptions) -> Result<ApplyOutcome, Error> {
         let defs = self.load_definitions(options)?;
         let infra = self.desired_infra(&defs);
+        let online = self.online_store()?;
+        if let Some(online) = &online {
+            online
+                .update_infra(&Self::online_tables(&defs), &[])
+                .await?;
+        }
+        let previous = self.registry.refresh().await?;
         let outcome = self.registry.apply(&defs, &infra).await?;
+        if let (Some(online), Some(before)) = (&online, previous.project(self.project())) {
+            let keep: Vec<&str> = defs
+                .feature_views
+                .values()
+                .filter(|v| v.online)
+                .map(|v| v.name.as_str())
+                .collect();
+            let dropped: Vec<ViewTable> = Self::online_tables(&before.definitions())
+                .into_iter()
+                .filter(|t| !keep.contains(&t.view.as_str()))
+                .collect();
+            if !dropped.is_empty() {
+                online.update_infra(&[], &dropped).await?;
+            }
+        }
         tracing::info!(
             project = self.project(),
             version = outcome.version,
@@ -174,9 +239,14 @@ impl FeatureStore {
         Ok(outcome)
     }
 
-    /// Removes this project from the registry, with its recorded infrastructure.
+    /// Removes this project from the registry and drops its online tables.
     pub async fn teardown(&self) -> Result<TeardownReport, Error> {
         let removed = self.registry.delete_project(self.project()).await?;
+        if let (Some(online), Some(state)) = (self.online_store()?, &removed) {
+            online
+                .teardown(&Self::online_tables(&state.definitions()))
+                .await?;
+        }
         Ok(TeardownReport {
             project: self.project().to_string(),
             removed,
