@@ -88,15 +88,20 @@ async fn register_sources(
             continue;
         };
         let path = resolve_path(store, &file.path);
-        let df = read_file(ctx, &path, file.file_format).await.map_err(|e| {
-            OfflineError::SourceRead {
-                source_name: source.name.to_string(),
-                path: file.path.clone(),
-                message: e.to_string(),
+        // A source that cannot be read is left out rather than failing every query: a query
+        // that uses it then fails naming the missing table.
+        match read_file(ctx, &path, file.file_format).await {
+            Ok(df) => {
+                ctx.register_table(source.name.as_str(), df.into_view())
+                    .map_err(OfflineError::execution)?;
             }
-        })?;
-        ctx.register_table(source.name.as_str(), df.into_view())
-            .map_err(OfflineError::execution)?;
+            Err(e) => tracing::warn!(
+                source = source.name.as_str(),
+                path = file.path.as_str(),
+                error = %e,
+                "data source not available to entity SQL"
+            ),
+        }
     }
     Ok(())
 }

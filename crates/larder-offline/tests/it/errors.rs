@@ -94,6 +94,41 @@ async fn unreadable_inputs() {
         message.starts_with("cannot read the entity rows from `missing.parquet`"),
         "{message}"
     );
+    // An unreadable source does not break queries that do not use it, and names itself
+    // in those that do.
+    let broken = DEFS.replace(
+        "data_sources:\n",
+        "data_sources:\n  - {name: gone, type: file, path: gone.parquet, timestamp_field: ts}\n",
+    );
+    let data = batch(vec![
+        ("driver_id", ints(&[1])),
+        ("event_timestamp", ts_hours(&[0])),
+        ("value", floats(&[Some(1.0)])),
+    ]);
+    let fx2 = fixture_unchecked(&broken, &[("s.parquet", data)]);
+    let store2 = store(&fx2, None, 2);
+    let refs = || FeatureSelection::Refs(vec!["fv:value".parse().unwrap()]);
+    let ok = run_with(
+        &fx2,
+        &store2,
+        EntityInput::Sql("SELECT driver_id, event_timestamp FROM s".into()),
+        refs(),
+        false,
+    )
+    .await
+    .expect("a query not using the broken source works");
+    assert_eq!(ok.num_rows(), 1);
+    let err = run_with(
+        &fx2,
+        &store2,
+        EntityInput::Sql("SELECT * FROM gone".into()),
+        refs(),
+        false,
+    )
+    .await
+    .expect_err("the broken source is not a table")
+    .to_string();
+    assert!(err.contains("gone"), "{err}");
     let message = error_of(EntityInput::Sql("SELECT nope FROM s".into())).await;
     assert!(
         message.starts_with("the entity SQL query failed:"),

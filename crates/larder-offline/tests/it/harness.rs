@@ -56,9 +56,18 @@ pub struct Fixture {
     pub defs: Arc<Definitions>,
 }
 
+/// Like [`fixture`], without checking the sources (some may be missing on purpose).
+pub fn fixture_unchecked(yaml: &str, files: &[(&str, RecordBatch)]) -> Fixture {
+    build_fixture(yaml, files, false)
+}
+
 /// A repo folder holding `files` (name → batch, written as Parquet in several row groups)
 /// and the definitions in `yaml`.
 pub fn fixture(yaml: &str, files: &[(&str, RecordBatch)]) -> Fixture {
+    build_fixture(yaml, files, true)
+}
+
+fn build_fixture(yaml: &str, files: &[(&str, RecordBatch)], validate_sources: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     for (name, data) in files {
         write_parquet(&dir.path().join(name), data);
@@ -68,7 +77,7 @@ pub fn fixture(yaml: &str, files: &[(&str, RecordBatch)]) -> Fixture {
         config_file: None,
         project: "test".into(),
         project_description: None,
-        validate_sources: true,
+        validate_sources,
     };
     let defs = parse_definitions(&[(PathBuf::from("defs.yaml"), yaml.to_string())], &options)
         .unwrap_or_else(|e| panic!("invalid test definitions: {e}"));
