@@ -10,7 +10,7 @@ use larder_offline::OfflineStore;
 use larder_online::{OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable};
 use larder_registry::store::open_store;
 use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
-use larder_spec::{Definitions, InfraObject, LoadOptions, Plan, load_definitions};
+use larder_spec::{Definitions, InfraAction, InfraObject, LoadOptions, Plan, load_definitions};
 
 use crate::error::Error;
 
@@ -213,18 +213,17 @@ impl FeatureStore {
                 .update_infra(&Self::online_tables(&defs), &[])
                 .await?;
         }
-        let previous = self.registry.refresh().await?;
         let outcome = self.registry.apply(&defs, &infra).await?;
-        if let (Some(online), Some(before)) = (&online, previous.project(self.project())) {
-            let keep: Vec<&str> = defs
-                .feature_views
-                .values()
-                .filter(|v| v.online)
-                .map(|v| v.name.as_str())
-                .collect();
-            let dropped: Vec<ViewTable> = Self::online_tables(&before.definitions())
-                .into_iter()
-                .filter(|t| !keep.contains(&t.view.as_str()))
+        // The committed plan says which tables went away (against the version it won on).
+        if let Some(online) = &online {
+            let prefix = format!("{}_", self.project());
+            let dropped: Vec<ViewTable> = outcome
+                .plan
+                .infra
+                .iter()
+                .filter(|c| c.action == InfraAction::Delete)
+                .filter_map(|c| c.object.name.strip_prefix(&prefix))
+                .map(|view| ViewTable::new(self.project(), view, Vec::<String>::new()))
                 .collect();
             if !dropped.is_empty() {
                 online.update_infra(&[], &dropped).await?;
