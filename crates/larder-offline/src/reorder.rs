@@ -28,6 +28,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::rownum::only_child;
+
 #[derive(Debug)]
 pub struct ReorderExec {
     input: Arc<dyn ExecutionPlan>,
@@ -100,20 +102,16 @@ impl ExecutionPlan for ReorderExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.pop() {
-            Some(child) if children.is_empty() => Ok(Arc::new(ReorderExec::try_new(
-                child,
-                self.row_column,
-                self.rows,
-                self.batch_size,
-            )?)),
-            _ => Err(DataFusionError::Internal(
-                "ReorderExec has one child".into(),
-            )),
-        }
+        let child = only_child(children, "ReorderExec")?;
+        Ok(Arc::new(ReorderExec::try_new(
+            child,
+            self.row_column,
+            self.rows,
+            self.batch_size,
+        )?))
     }
 
     fn with_new_children(

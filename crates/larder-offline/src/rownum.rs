@@ -20,6 +20,19 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+/// The single child of a one-input operator being rebuilt.
+pub(crate) fn only_child(
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    operator: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.pop() {
+        Some(child) if children.is_empty() => Ok(child),
+        _ => Err(DataFusionError::Internal(format!(
+            "{operator} has one child"
+        ))),
+    }
+}
+
 /// Name of the row-number column added to entity rows.
 pub const ROW_COLUMN: &str = "__larder_row";
 
@@ -90,15 +103,11 @@ impl ExecutionPlan for RowNumberExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.pop() {
-            Some(child) if children.is_empty() => Ok(Arc::new(RowNumberExec::try_new(child)?)),
-            _ => Err(DataFusionError::Internal(
-                "RowNumberExec has one child".into(),
-            )),
-        }
+        let child = only_child(children, "RowNumberExec")?;
+        Ok(Arc::new(RowNumberExec::try_new(child)?))
     }
 
     fn with_new_children(

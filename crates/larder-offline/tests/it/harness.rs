@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::compute::concat_batches;
@@ -171,9 +171,4 @@ pub fn names(batch: &RecordBatch) -> Vec<String> {
         .iter()
         .map(|f| f.name().clone())
         .collect()
-}
-
-#[allow(dead_code)]
-pub fn null_count(array: &dyn Array) -> usize {
-    array.null_count()
 }
