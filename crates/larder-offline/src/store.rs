@@ -1,6 +1,7 @@
 //! The `OfflineStore` trait and the shape of a historical retrieval request.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -35,6 +36,52 @@ pub struct HistoricalRequest {
     pub entities: EntityInput,
 }
 
+/// Name of the event timestamp column of [`LatestRows`].
+pub const LATEST_EVENT_TS: &str = "__event_ts";
+/// Name of the created timestamp column of [`LatestRows`].
+pub const LATEST_CREATED_TS: &str = "__created_ts";
+
+/// A materialization read: the latest row per entity key of one view in a time window.
+#[derive(Clone, Debug)]
+pub struct LatestRequest {
+    pub definitions: Arc<Definitions>,
+    /// The view with every feature to read (output name = feature name) and its join keys.
+    pub view: ResolvedView,
+    /// First event time read (inclusive).
+    pub start: DateTime<Utc>,
+    /// Last event time read (inclusive, as Feast's `BETWEEN`).
+    pub end: DateTime<Utc>,
+    /// Memory this read may use before it spills to disk; `None`: the store's own limit.
+    pub memory_limit: Option<usize>,
+}
+
+/// The answer to a [`LatestRequest`].
+pub struct LatestRows {
+    /// Columns: the view's join keys (named and typed as the view's entity columns), then
+    /// [`LATEST_EVENT_TS`] (`Timestamp(Microsecond, "UTC")`, non-null), then
+    /// [`LATEST_CREATED_TS`] (same type, null when the source has no created column), then
+    /// the features by name, typed as declared. Exactly one row per distinct join-key tuple
+    /// among the source rows with `start <= event_ts <= end`: the one with the greatest
+    /// event time, ties to the greatest created time. Rows with a null join key or event
+    /// time are skipped. A view without join keys yields at most one row. Row order is
+    /// unspecified.
+    pub stream: SendableRecordBatchStream,
+    /// Source rows read so far (after the time filter), for progress reports.
+    pub rows_read: Arc<AtomicU64>,
+    /// Rows the source holds (before the time filter), when cheap to know (Parquet
+    /// metadata); an upper bound of what `rows_read` reaches.
+    pub source_rows: Option<u64>,
+}
+
+impl std::fmt::Debug for LatestRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatestRows")
+            .field("rows_read", &self.rows_read)
+            .field("source_rows", &self.source_rows)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a backend can do, declared up front.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OfflineCapabilities {
@@ -61,4 +108,9 @@ pub trait OfflineStore: Send + Sync + std::fmt::Debug {
         &self,
         request: HistoricalRequest,
     ) -> Result<SendableRecordBatchStream, OfflineError>;
+
+    /// The rows materialization writes: per entity key, the latest row in the window (see
+    /// [`LatestRows`]). Streams with bounded memory: only the needed columns and the
+    /// window are read, and deduplication spills to disk beyond the memory limit.
+    async fn pull_latest(&self, request: LatestRequest) -> Result<LatestRows, OfflineError>;
 }

@@ -31,7 +31,9 @@ use crate::asof::{AsOfInput, plan_asof_join};
 use crate::error::OfflineError;
 use crate::reorder::ReorderExec;
 use crate::rownum::{ROW_COLUMN, RowNumberExec};
-use crate::store::{HistoricalRequest, OfflineCapabilities, OfflineStore};
+use crate::store::{
+    HistoricalRequest, LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
+};
 
 /// How the file offline store runs queries.
 #[derive(Clone, Debug)]
@@ -171,6 +173,14 @@ impl OfflineStore for FileOfflineStore {
             range_retrieval: true,
             spills: true,
         }
+    }
+
+    async fn pull_latest(&self, _request: LatestRequest) -> Result<LatestRows, OfflineError> {
+        Err(OfflineError::execution(
+            datafusion::error::DataFusionError::NotImplemented(
+                "materialization reads from the file offline store".into(),
+            ),
+        ))
     }
 
     async fn get_historical_features(
