@@ -176,7 +176,9 @@ async fn range_frame(
                 other_keys: keys.join(", "),
             });
         }
-        let rows = super::sources::source_rows(store, ctx, request, view, bounds, true).await?;
+        let rows =
+            super::sources::source_rows(store, ctx, &request.definitions, view, bounds, true)
+                .await?;
         let mut exprs: Vec<Expr> = (0..keys.len())
             .map(|j| ident(format!("__k{j}")).alias(keys[j].as_str()))
             .collect();

@@ -81,28 +81,7 @@ pub struct FileOfflineStore {
 
 impl FileOfflineStore {
     pub fn new(options: FileStoreOptions) -> Result<Self, OfflineError> {
-        let mut disk = DiskManagerBuilder::default();
-        if let Some(dir) = &options.spill_dir {
-            disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
-        }
-        if let Some(max) = options.max_spill_bytes {
-            disk = disk.with_max_temp_directory_size(max);
-        }
-        let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
-        // Without an explicit limit, sorts may use half the machine's memory before spilling.
-        {
-            let limit = options.memory_limit.unwrap_or_else(|| system_memory() / 2);
-            // Several sorts run at once (both sides of each join, in every partition): a
-            // fair pool gives each its share instead of letting the first take it all.
-            builder = builder
-                .with_memory_pool(Arc::new(TrackConsumersPool::new(
-                    FairSpillPool::new(limit),
-                    NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
-                )))
-                // Merging spilled runs holds one batch per run; merge in rounds of few runs.
-                .with_max_spill_merge_fan_in(8);
-        }
-        let runtime = builder.build_arc().map_err(OfflineError::execution)?;
+        let runtime = build_runtime(&options, memory_limit(&options))?;
         Ok(FileOfflineStore { options, runtime })
     }
 
@@ -113,10 +92,7 @@ impl FileOfflineStore {
     /// Whether `rows` rows of `schema` can be held in memory to reorder them (half the
     /// memory limit at most; always without a limit).
     fn fits_in_memory(&self, schema: &arrow::datatypes::Schema, rows: usize) -> bool {
-        let limit = self
-            .options
-            .memory_limit
-            .unwrap_or_else(|| system_memory() / 2);
+        let limit = memory_limit(&self.options);
         let width: usize = schema
             .fields()
             .iter()
@@ -128,28 +104,67 @@ impl FileOfflineStore {
 
     /// A session on the shared runtime (memory pool, spill files).
     pub(crate) fn session(&self, partitions: usize) -> SessionContext {
+        self.session_on(
+            self.runtime.clone(),
+            memory_limit(&self.options),
+            partitions,
+        )
+    }
+
+    /// A session on `runtime`, whose memory pool holds `limit` bytes.
+    pub(crate) fn session_on(
+        &self,
+        runtime: Arc<RuntimeEnv>,
+        limit: usize,
+        partitions: usize,
+    ) -> SessionContext {
         let mut config = SessionConfig::new()
             .with_target_partitions(partitions.max(1))
             .with_batch_size(self.options.batch_size);
         // Keep each file in one scan partition so entity rows keep their order.
         config.options_mut().optimizer.repartition_file_scans = partitions > 1;
-        {
-            let limit = self
-                .options
-                .memory_limit
-                .unwrap_or_else(|| system_memory() / 2);
-            // Every sort holds this much back for merging its spilled runs; the default
-            // (10 MB) alone would not fit a small limit shared by several sorts.
-            config.options_mut().execution.sort_spill_reservation_bytes =
-                (limit / 32).clamp(64 << 10, 10 << 20);
-        }
+        // Every sort holds this much back for merging its spilled runs; the default
+        // (10 MB) alone would not fit a small limit shared by several sorts.
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            (limit / 32).clamp(64 << 10, 10 << 20);
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(self.runtime.clone())
+            .with_runtime_env(runtime)
             .with_default_features()
             .build();
         SessionContext::new_with_state(state)
     }
+}
+
+/// The memory limit of the store: the configured one, else half of this machine's memory.
+fn memory_limit(options: &FileStoreOptions) -> usize {
+    options.memory_limit.unwrap_or_else(|| system_memory() / 2)
+}
+
+/// A runtime with the store's spill settings and a memory pool of `limit` bytes.
+fn build_runtime(
+    options: &FileStoreOptions,
+    limit: usize,
+) -> Result<Arc<RuntimeEnv>, OfflineError> {
+    let mut disk = DiskManagerBuilder::default();
+    if let Some(dir) = &options.spill_dir {
+        disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
+    }
+    if let Some(max) = options.max_spill_bytes {
+        disk = disk.with_max_temp_directory_size(max);
+    }
+    RuntimeEnvBuilder::new()
+        .with_disk_manager_builder(disk)
+        // Several sorts run at once (both sides of each join, in every partition): a fair
+        // pool gives each its share instead of letting the first take it all.
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+        )))
+        // Merging spilled runs holds one batch per run; merge in rounds of few runs.
+        .with_max_spill_merge_fan_in(8)
+        .build_arc()
+        .map_err(OfflineError::execution)
 }
 
 fn column(
@@ -205,8 +220,14 @@ impl OfflineStore for FileOfflineStore {
         plan = Arc::new(RowNumberExec::try_new(plan).map_err(OfflineError::execution)?);
 
         for view in &request.views {
-            let source =
-                sources::plan_view_source(self, &ctx, &request, view, &entities.time_range).await?;
+            let source = sources::plan_view_source(
+                self,
+                &ctx,
+                &request.definitions,
+                view,
+                &entities.time_range,
+            )
+            .await?;
             let schema = plan.schema();
             let left_keys = view
                 .join_key_columns
@@ -302,17 +323,19 @@ impl FileOfflineStore {
         if !self.options.in_memory_join || !integer_keys || request.views.is_empty() {
             return Ok(None);
         }
-        let budget = self
-            .options
-            .memory_limit
-            .unwrap_or_else(|| system_memory() / 2)
-            / 2;
+        let budget = memory_limit(&self.options) / 2;
         let entity_width = row_width(&entities.plan.schema()) + 40;
         let mut needed = entities.rows.saturating_mul(entity_width);
         let mut sources = Vec::with_capacity(request.views.len());
         for view in &request.views {
-            let source =
-                sources::plan_view_source(self, ctx, request, view, &entities.time_range).await?;
+            let source = sources::plan_view_source(
+                self,
+                ctx,
+                &request.definitions,
+                view,
+                &entities.time_range,
+            )
+            .await?;
             let rows = StatisticsContext::new()
                 .compute(source.plan.as_ref(), &StatisticsArgs::new())
                 .ok()

@@ -9,12 +9,11 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext, ident};
-use larder_spec::{FileFormat, FileSource, ResolvedView, SourceKind};
+use larder_spec::{Definitions, FileFormat, FileSource, ResolvedView, SourceKind};
 
 use super::FileOfflineStore;
 use super::entities::{ts_literal, utc_timestamp_expr};
 use crate::error::OfflineError;
-use crate::store::HistoricalRequest;
 
 /// A view's feature rows: `__k0..`, `__ts`, [`__created`], then `__f0..` per feature.
 pub(crate) struct SourcePlan {
@@ -60,12 +59,13 @@ pub(crate) async fn read_file(
     }
 }
 
-fn file_source<'a>(
-    request: &'a HistoricalRequest,
+/// The file source `view` reads, or an error naming the view when it has another kind.
+pub(crate) fn file_source<'a>(
+    definitions: &'a Definitions,
     view: &ResolvedView,
 ) -> Result<&'a FileSource, OfflineError> {
     let name = &view.view.batch_source;
-    let source = request.definitions.data_sources.get(name).ok_or_else(|| {
+    let source = definitions.data_sources.get(name).ok_or_else(|| {
         OfflineError::execution(DataFusionError::Plan(format!(
             "data source `{name}` of feature view `{}` is not in the registry",
             view.view.name
@@ -87,12 +87,12 @@ fn file_source<'a>(
 pub(crate) async fn source_rows(
     store: &FileOfflineStore,
     ctx: &SessionContext,
-    request: &HistoricalRequest,
+    definitions: &Definitions,
     view: &ResolvedView,
     bounds: Option<(i64, i64)>,
     exact_window: bool,
 ) -> Result<DataFrame, OfflineError> {
-    let file = file_source(request, view)?;
+    let file = file_source(definitions, view)?;
     let source_name = view.view.batch_source.to_string();
     let read_error = |e: DataFusionError| OfflineError::SourceRead {
         source_name: source_name.clone(),
@@ -183,14 +183,14 @@ pub(crate) async fn source_rows(
 pub(crate) async fn plan_view_source(
     store: &FileOfflineStore,
     ctx: &SessionContext,
-    request: &HistoricalRequest,
+    definitions: &Definitions,
     view: &ResolvedView,
     time_range: &Option<(i64, i64)>,
 ) -> Result<SourcePlan, OfflineError> {
-    let file = file_source(request, view)?;
+    let file = file_source(definitions, view)?;
     // Without entity rows nothing can match: keep the plan, read no rows.
     let bounds = time_range.or(Some((i64::MAX, i64::MIN)));
-    let df = source_rows(store, ctx, request, view, bounds, false).await?;
+    let df = source_rows(store, ctx, definitions, view, bounds, false).await?;
     let plan = df
         .create_physical_plan()
         .await
