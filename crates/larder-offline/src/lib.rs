@@ -3,11 +3,14 @@
 //! [`OfflineStore`] is the trait every backend implements; data crosses it as Arrow record
 //! batch streams. [`FileOfflineStore`] reads Parquet and CSV files (local paths or object
 //! store URLs) through DataFusion, and joins with [`asof::AsOfJoinExec`], a sort-merge as-of
-//! operator that runs inside DataFusion's partitioned, spilling execution.
+//! operator that runs inside DataFusion's partitioned, spilling execution. Materialization
+//! reads deduplicate to the latest row per key with [`latest::LastPerKeyExec`] in the same way.
 
 pub mod asof;
 mod error;
 mod file;
+pub mod latest;
+pub mod progress;
 pub mod reorder;
 pub mod rownum;
 mod store;
