@@ -2,6 +2,7 @@
 //! point-in-time join done by [`crate::asof::AsOfJoinExec`].
 
 mod entities;
+mod latest;
 mod memjoin;
 mod sources;
 
@@ -134,6 +135,12 @@ impl FileOfflineStore {
             .build();
         SessionContext::new_with_state(state)
     }
+
+    /// A runtime like the store's (same spill folder and spill space) with its own memory
+    /// pool of `limit` bytes.
+    pub(crate) fn runtime_with_limit(&self, limit: usize) -> Result<Arc<RuntimeEnv>, OfflineError> {
+        build_runtime(&self.options, limit)
+    }
 }
 
 /// The memory limit of the store: the configured one, else half of this machine's memory.
@@ -190,12 +197,8 @@ impl OfflineStore for FileOfflineStore {
         }
     }
 
-    async fn pull_latest(&self, _request: LatestRequest) -> Result<LatestRows, OfflineError> {
-        Err(OfflineError::execution(
-            datafusion::error::DataFusionError::NotImplemented(
-                "materialization reads from the file offline store".into(),
-            ),
-        ))
+    async fn pull_latest(&self, request: LatestRequest) -> Result<LatestRows, OfflineError> {
+        latest::pull_latest(self, request).await
     }
 
     async fn get_historical_features(

@@ -12,7 +12,8 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{Float64Type, Int64Type};
 use futures::TryStreamExt;
 use larder_offline::{
-    EntityInput, FileOfflineStore, FileStoreOptions, HistoricalRequest, OfflineError, OfflineStore,
+    EntityInput, FileOfflineStore, FileStoreOptions, HistoricalRequest, LatestRequest,
+    OfflineError, OfflineStore,
 };
 use larder_spec::{
     Definitions, FeatureSelection, LoadOptions, parse_definitions, resolve_features,
@@ -170,5 +171,72 @@ pub fn names(batch: &RecordBatch) -> Vec<String> {
         .fields()
         .iter()
         .map(|f| f.name().clone())
+        .collect()
+}
+
+/// Every feature of view `name`, as materialization reads it.
+pub fn whole_view(defs: &Definitions, name: &str) -> larder_spec::ResolvedView {
+    let view = defs
+        .feature_views
+        .get(name)
+        .unwrap_or_else(|| panic!("no feature view `{name}`"));
+    let refs = view
+        .features
+        .iter()
+        .map(|f| format!("{name}:{}", f.name).parse().expect("feature ref"))
+        .collect();
+    let mut views =
+        resolve_features(defs, &FeatureSelection::Refs(refs), false).expect("resolvable");
+    views.pop().expect("one view")
+}
+
+/// What a `pull_latest` run gave, its stream collected.
+pub struct Latest {
+    pub batch: RecordBatch,
+    pub rows_read: u64,
+    pub source_rows: Option<u64>,
+}
+
+/// Reads the latest rows of view `view` with event times in `[start_us, end_us]`.
+pub async fn pull(
+    fx: &Fixture,
+    store: &FileOfflineStore,
+    view: &str,
+    (start_us, end_us): (i64, i64),
+    memory_limit: Option<usize>,
+) -> Result<Latest, OfflineError> {
+    let time = |us| chrono::DateTime::from_timestamp_micros(us).expect("time in range");
+    let rows = store
+        .pull_latest(LatestRequest {
+            definitions: fx.defs.clone(),
+            view: whole_view(&fx.defs, view),
+            start: time(start_us),
+            end: time(end_us),
+            memory_limit,
+        })
+        .await?;
+    let schema = rows.stream.schema();
+    let batches: Vec<RecordBatch> = rows.stream.try_collect().await?;
+    Ok(Latest {
+        batch: concat_batches(&schema, &batches).expect("concat"),
+        rows_read: rows.rows_read.load(std::sync::atomic::Ordering::Relaxed),
+        source_rows: rows.source_rows,
+    })
+}
+
+/// Timestamps of a `Timestamp(Microsecond, "UTC")` column, checking that type.
+pub fn column_us(batch: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let column = batch.column_by_name(name).expect("column");
+    assert_eq!(
+        column.data_type(),
+        &arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into())
+        ),
+        "type of `{name}`"
+    );
+    column
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+        .iter()
         .collect()
 }

@@ -3,5 +3,8 @@
 mod cases;
 mod errors;
 mod harness;
+mod latest;
+mod latest_oracle;
+mod latest_spill;
 mod oracle;
 mod spill;

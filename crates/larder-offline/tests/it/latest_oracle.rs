@@ -1,0 +1,157 @@
+//! `pull_latest` against a brute-force oracle on random data: random keys (one or two
+//! columns), ties on event and created time, null keys, times and created times, random
+//! windows, tiny batches and several partitions.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::datatypes::Int64Type;
+use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
+use proptest::prelude::*;
+
+use crate::harness::*;
+
+#[derive(Clone, Debug)]
+struct SourceRow {
+    key: Option<i64>,
+    /// Second key column, used when the view has two join keys.
+    region: Option<&'static str>,
+    hour: Option<i64>,
+    created: Option<i64>,
+}
+
+fn source_rows() -> impl Strategy<Value = Vec<SourceRow>> {
+    prop::collection::vec(
+        (
+            prop::option::weighted(0.9, 0i64..6),
+            prop::option::weighted(0.95, prop::sample::select(vec!["n", "s", "east"])),
+            prop::option::weighted(0.9, 0i64..12),
+            prop::option::weighted(0.8, 0i64..4),
+        )
+            .prop_map(|(key, region, hour, created)| SourceRow {
+                key,
+                region,
+                hour,
+                created,
+            }),
+        0..80,
+    )
+}
+
+type Key = (i64, Option<String>);
+/// (event hour, created hour): greater wins.
+type Rank = (i64, Option<i64>);
+
+/// Per key, the rows that may win: those in the window with the greatest event time, and
+/// among them (with a created column) the greatest created time, a null losing to any time.
+fn oracle(
+    rows: &[SourceRow],
+    two_keys: bool,
+    has_created: bool,
+    (start, end): (i64, i64),
+) -> BTreeMap<Key, Vec<usize>> {
+    let mut best: BTreeMap<Key, (Rank, Vec<usize>)> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let (Some(key), Some(hour)) = (row.key, row.hour) else {
+            continue;
+        };
+        if two_keys && row.region.is_none() {
+            continue;
+        }
+        if hour < start || hour > end {
+            continue;
+        }
+        let key = (key, row.region.filter(|_| two_keys).map(str::to_string));
+        let rank = (hour, if has_created { row.created } else { None });
+        let entry = best.entry(key).or_insert((rank, Vec::new()));
+        if rank > entry.0 {
+            *entry = (rank, vec![i]);
+        } else if rank == entry.0 {
+            entry.1.push(i);
+        }
+    }
+    best.into_iter().map(|(k, (_, rows))| (k, rows)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn matches_the_oracle(
+        rows in source_rows(),
+        two_keys in any::<bool>(),
+        has_created in any::<bool>(),
+        start in 0i64..12,
+        length in 0i64..12,
+        partitions in 1usize..4,
+        batch_size in 1usize..9,
+    ) {
+        let window = (start, start + length);
+        let row_ids: Vec<i64> = (0..rows.len() as i64).collect();
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            ("driver_id", std::sync::Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.key)))),
+            ("region", std::sync::Arc::new(StringArray::from_iter(rows.iter().map(|r| r.region)))),
+            ("event_timestamp", ts_array(rows.iter().map(|r| r.hour.map(hours)))),
+            ("row_id", ints(&row_ids)),
+        ];
+        if has_created {
+            columns.push(("created", ts_array(rows.iter().map(|r| r.created.map(hours)))));
+        }
+        let data = batch(columns);
+        let entities = if two_keys { "[driver, region]" } else { "[driver]" };
+        let created = if has_created { ", created_timestamp_column: created" } else { "" };
+        let yaml = format!(
+            "entities:\n  - {{name: driver, join_keys: [driver_id], value_type: Int64}}\n  \
+             - {{name: region, join_keys: [region], value_type: String}}\n\
+             data_sources:\n  - {{name: s, type: file, path: s.parquet, timestamp_field: event_timestamp{created}}}\n\
+             feature_views:\n  - {{name: fv, entities: {entities}, source: s, schema: [{{name: row_id, dtype: Int64}}]}}\n"
+        );
+        let fx = fixture(&yaml, &[("s.parquet", data)]);
+        let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
+        options.partitions = partitions;
+        options.batch_size = batch_size;
+        let store = larder_offline::FileOfflineStore::new(options).expect("store");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let out = runtime
+            .block_on(pull(&fx, &store, "fv", (hours(window.0), hours(window.1)), None))
+            .expect("read");
+        let expected = oracle(&rows, two_keys, has_created, window);
+
+        let out = &out.batch;
+        let keys = column_i64(out, "driver_id");
+        let regions: Option<Vec<Option<&str>>> = two_keys.then(|| {
+            out.column_by_name("region").expect("region").as_string::<i32>().iter().collect()
+        });
+        let picked = out.column_by_name("row_id").expect("row_id").as_primitive::<Int64Type>();
+        let events = column_us(out, LATEST_EVENT_TS);
+        let created_out = column_us(out, LATEST_CREATED_TS);
+        let mut got: BTreeMap<Key, usize> = BTreeMap::new();
+        for i in 0..out.num_rows() {
+            let key = (
+                keys[i].expect("non-null key"),
+                regions.as_ref().map(|r| r[i].expect("non-null region").to_string()),
+            );
+            let row = usize::try_from(picked.value(i)).expect("row id");
+            prop_assert!(got.insert(key.clone(), row).is_none(), "key {:?} came out twice", key);
+            let source = &rows[row];
+            prop_assert_eq!(events[i], source.hour.map(hours), "event time of row {}", row);
+            let want_created = if has_created { source.created.map(hours) } else { None };
+            prop_assert_eq!(created_out[i], want_created, "created time of row {}", row);
+        }
+        prop_assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "keys"
+        );
+        for (key, row) in &got {
+            prop_assert!(
+                expected[key].contains(row),
+                "key {:?}: row {} is not among the latest {:?}", key, row, expected[key]
+            );
+        }
+    }
+}
