@@ -4,7 +4,8 @@
 //! shared buffer ([`ByteRows`]), no allocation per row. The bytes equal prost's encoding of
 //! the `Value` that [`values_from_array`](super::values_from_array) builds for the row.
 
-use arrow::array::Array;
+use arrow::array::{Array, BinaryArray};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 
 use super::FormatError;
 use super::column::{Column, ListVisitor, Scalar, with_column};
@@ -68,6 +69,20 @@ impl ByteRows {
     /// Copies every row into its own `Vec`.
     pub fn to_vecs(&self) -> Vec<Vec<u8>> {
         self.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// The rows as a non-null Arrow `Binary` array, without copying the bytes. `None` when
+    /// the bytes exceed the 2 GiB an `i32`-offset array can address.
+    pub fn into_binary_array(self) -> Option<BinaryArray> {
+        if i32::try_from(self.data.len()).is_err() {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(self.ends.len() + 1);
+        offsets.push(0i32);
+        // Every end is <= data.len(), which fits an i32 (checked above).
+        offsets.extend(self.ends.iter().map(|&end| end as i32));
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        Some(BinaryArray::new(offsets, Buffer::from_vec(self.data), None))
     }
 
     /// Appends one row written by `write` into the shared buffer.
@@ -271,6 +286,25 @@ fn varint_len(x: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_rows_become_a_binary_array() {
+        let mut rows = ByteRows::new();
+        for row in [&b"ab"[..], b"", b"cde"] {
+            rows.push_with(|out| out.extend_from_slice(row));
+        }
+        let array = rows.into_binary_array().expect("small");
+        assert_eq!(array.len(), 3);
+        assert_eq!(array.null_count(), 0);
+        assert_eq!(
+            array.iter().collect::<Vec<_>>(),
+            vec![Some(&b"ab"[..]), Some(b""), Some(b"cde")]
+        );
+        assert_eq!(
+            ByteRows::new().into_binary_array().map(|a| a.len()),
+            Some(0)
+        );
+    }
 
     #[test]
     fn varints() {

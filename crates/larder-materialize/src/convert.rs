@@ -1,0 +1,307 @@
+//! From the offline store's latest rows to an online write batch: entity keys serialized in
+//! Feast's format, feature values as serialized `feast.types.Value`s.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
+use larder_online::{timestamp_type, write_schema};
+use larder_spec::FeatureView;
+use larder_types::ScalarType;
+use larder_types::feast::{
+    ByteRows, EntityKey, KeyVersion, Value, encode_column, serialize_entity_key,
+    serialize_key_columns_into,
+};
+
+use crate::error::MaterializeError;
+
+/// The join key Feast gives every row of a view without entities.
+pub const DUMMY_JOIN_KEY: &str = "__dummy_id";
+
+/// Turns batches of one view's latest rows into online write batches; built once per view.
+#[derive(Debug)]
+pub struct WriteBatchEncoder {
+    view: String,
+    join_keys: Vec<String>,
+    key_types: Vec<ScalarType>,
+    /// The key of every row when the view has no entities.
+    constant_key: Option<Vec<u8>>,
+    features: Vec<(String, larder_types::ValueType)>,
+    version: KeyVersion,
+}
+
+impl WriteBatchEncoder {
+    pub fn new(view: &FeatureView, version: KeyVersion) -> Result<Self, MaterializeError> {
+        let name = view.name.to_string();
+        let mut key_types = Vec::with_capacity(view.entity_columns.len());
+        for column in &view.entity_columns {
+            let ty = column
+                .dtype
+                .scalar()
+                .ok_or_else(|| MaterializeError::Invalid {
+                    view: name.clone(),
+                    message: format!(
+                        "join key `{}` has type {}, which cannot be an entity key",
+                        column.name, column.dtype
+                    ),
+                })?;
+            key_types.push(ty);
+        }
+        let constant_key = if view.entity_columns.is_empty() {
+            let key = EntityKey::new([(DUMMY_JOIN_KEY, Value::string(""))]);
+            Some(serialize_entity_key(&key, version).map_err(|source| {
+                MaterializeError::Encode {
+                    view: name.clone(),
+                    what: "the entity key".into(),
+                    source,
+                }
+            })?)
+        } else {
+            None
+        };
+        Ok(WriteBatchEncoder {
+            view: name,
+            join_keys: view.join_keys().map(ToString::to_string).collect(),
+            key_types,
+            constant_key,
+            features: view
+                .features
+                .iter()
+                .map(|f| (f.name.to_string(), f.dtype))
+                .collect(),
+            version,
+        })
+    }
+
+    /// Feature names in view order: the feature columns of every batch this encoder makes.
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|(name, _)| name.as_str())
+    }
+
+    fn column<'b>(
+        &self,
+        batch: &'b RecordBatch,
+        name: &str,
+    ) -> Result<&'b ArrayRef, MaterializeError> {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| MaterializeError::Invalid {
+                view: self.view.clone(),
+                message: format!("the offline store returned no column `{name}`"),
+            })
+    }
+
+    fn encode_error(
+        &self,
+        what: String,
+    ) -> impl FnOnce(larder_types::feast::FormatError) -> MaterializeError {
+        let view = self.view.clone();
+        move |source| MaterializeError::Encode { view, what, source }
+    }
+
+    /// The write batch (see `OnlineStore::write_batch`) for `latest`, a batch of
+    /// `LatestRows`.
+    pub fn encode(&self, latest: &RecordBatch) -> Result<RecordBatch, MaterializeError> {
+        let rows = latest.num_rows();
+        let keys = match &self.constant_key {
+            Some(key) => {
+                let mut out = ByteRows::with_capacity(rows, rows * key.len());
+                for _ in 0..rows {
+                    out.push_with(|buf| buf.extend_from_slice(key));
+                }
+                out
+            }
+            None => {
+                let names: Vec<&str> = self.join_keys.iter().map(String::as_str).collect();
+                let columns = names
+                    .iter()
+                    .map(|name| self.column(latest, name).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut out = ByteRows::with_capacity(rows, rows * 32);
+                serialize_key_columns_into(
+                    &names,
+                    &columns,
+                    &self.key_types,
+                    self.version,
+                    &mut out,
+                )
+                .map_err(self.encode_error("the entity keys".into()))?;
+                out
+            }
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.features.len() + 3);
+        columns.push(Arc::new(self.binary(keys)?));
+        columns.push(self.timestamp(latest, LATEST_EVENT_TS)?);
+        columns.push(self.timestamp(latest, LATEST_CREATED_TS)?);
+        for (name, dtype) in &self.features {
+            let array = self.column(latest, name)?;
+            let mut out = ByteRows::with_capacity(rows, rows * 12);
+            encode_column(array.as_ref(), *dtype, &mut out)
+                .map_err(self.encode_error(format!("feature `{name}`")))?;
+            columns.push(Arc::new(self.binary(out)?));
+        }
+        let names: Vec<&str> = self.feature_names().collect();
+        RecordBatch::try_new_with_options(
+            write_schema(&names),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| MaterializeError::Invalid {
+            view: self.view.clone(),
+            message: format!("cannot build the online write batch: {e}"),
+        })
+    }
+
+    fn binary(&self, rows: ByteRows) -> Result<arrow::array::BinaryArray, MaterializeError> {
+        rows.into_binary_array()
+            .ok_or_else(|| MaterializeError::Invalid {
+                view: self.view.clone(),
+                message: "one write batch holds more than 2 GiB of values; lower the batch size"
+                    .into(),
+            })
+    }
+
+    /// A timestamp column as `Timestamp(Microsecond, "UTC")`.
+    fn timestamp(&self, batch: &RecordBatch, name: &str) -> Result<ArrayRef, MaterializeError> {
+        let column = self.column(batch, name)?;
+        match column.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                Ok(column.clone())
+            }
+            DataType::Timestamp(_, _) | DataType::Null => {
+                cast(column, &timestamp_type()).map_err(|e| MaterializeError::Invalid {
+                    view: self.view.clone(),
+                    message: format!("cannot read column `{name}` as a timestamp: {e}"),
+                })
+            }
+            other => Err(MaterializeError::Invalid {
+                view: self.view.clone(),
+                message: format!("column `{name}` is {other}, not a timestamp"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        Float32Array, Int64Array, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+    };
+    use arrow::datatypes::{Field, Schema};
+    use larder_spec::{Field as SpecField, Ttl};
+    use larder_types::ValueType;
+    use larder_types::feast::deserialize_entity_key;
+    use prost::Message;
+
+    use arrow::array::{Array, AsArray};
+
+    use super::*;
+
+    fn view(entities: bool) -> FeatureView {
+        let field = |name: &str, dtype: ValueType| SpecField {
+            name: name.parse().unwrap(),
+            dtype,
+            description: String::new(),
+            tags: Default::default(),
+        };
+        FeatureView {
+            name: "v".parse().unwrap(),
+            entities: if entities {
+                vec!["driver".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            ttl: Ttl(std::time::Duration::ZERO),
+            source: "s".parse().unwrap(),
+            batch_source: "s".parse().unwrap(),
+            online: true,
+            offline: false,
+            entity_columns: if entities {
+                vec![field("driver_id", ValueType::Scalar(ScalarType::Int64))]
+            } else {
+                vec![]
+            },
+            features: vec![
+                field("rate", ValueType::Scalar(ScalarType::Float32)),
+                field("city", ValueType::Scalar(ScalarType::String)),
+            ],
+            description: String::new(),
+            tags: Default::default(),
+            owner: String::new(),
+        }
+    }
+
+    fn latest(with_key: bool) -> RecordBatch {
+        let mut fields = vec![];
+        let mut columns: Vec<ArrayRef> = vec![];
+        if with_key {
+            fields.push(Field::new("driver_id", DataType::Int64, false));
+            columns.push(Arc::new(Int64Array::from(vec![1001, 1002])));
+        }
+        fields.push(Field::new(
+            LATEST_EVENT_TS,
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ));
+        columns.push(Arc::new(
+            TimestampNanosecondArray::from(vec![5_000, 7_000]).with_timezone("UTC"),
+        ));
+        fields.push(Field::new(LATEST_CREATED_TS, timestamp_type(), true));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![None, Some(9)]).with_timezone("UTC"),
+        ));
+        fields.push(Field::new("rate", DataType::Float32, true));
+        columns.push(Arc::new(Float32Array::from(vec![Some(0.5), None])));
+        fields.push(Field::new("city", DataType::Utf8, true));
+        columns.push(Arc::new(StringArray::from(vec![
+            Some("Oslo"),
+            Some("Rome"),
+        ])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn encodes_keys_values_and_microsecond_times() {
+        let encoder = WriteBatchEncoder::new(&view(true), KeyVersion::V3).unwrap();
+        let batch = encoder.encode(&latest(true)).unwrap();
+        assert_eq!(batch.schema(), write_schema(&["rate", "city"]));
+        let keys = batch.column(0).as_binary::<i32>();
+        let key = deserialize_entity_key(keys.value(1), KeyVersion::V3).unwrap();
+        assert_eq!(key.join_keys, vec!["driver_id"]);
+        assert_eq!(key.entity_values, vec![Value::int64(1002)]);
+        let ts = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(ts.values().to_vec(), vec![5, 7]);
+        let rate = batch.column(3).as_binary::<i32>();
+        assert_eq!(Value::decode(rate.value(0)).unwrap(), Value::float(0.5));
+        // A null source value is written as the null Value (empty bytes), not left missing.
+        assert!(rate.is_valid(1));
+        assert!(rate.value(1).is_empty());
+        let city = batch.column(4).as_binary::<i32>();
+        assert_eq!(Value::decode(city.value(1)).unwrap(), Value::string("Rome"));
+    }
+
+    #[test]
+    fn a_view_without_entities_uses_feast_dummy_key() {
+        let encoder = WriteBatchEncoder::new(&view(false), KeyVersion::V3).unwrap();
+        let batch = encoder.encode(&latest(false)).unwrap();
+        let keys = batch.column(0).as_binary::<i32>();
+        let key = deserialize_entity_key(keys.value(0), KeyVersion::V3).unwrap();
+        assert_eq!(key.join_keys, vec![DUMMY_JOIN_KEY]);
+        assert_eq!(keys.value(0), keys.value(1));
+    }
+
+    #[test]
+    fn a_missing_column_names_the_view_and_column() {
+        let encoder = WriteBatchEncoder::new(&view(true), KeyVersion::V3).unwrap();
+        let err = encoder.encode(&latest(false)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("`v`") && text.contains("`driver_id`"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Errors of a materialization run, naming the view.
+
+use larder_offline::OfflineError;
+use larder_online::OnlineError;
+use larder_types::feast::FormatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("feature view `{view}`: reading the offline store failed: {source}")]
+    Offline {
+        view: String,
+        #[source]
+        source: OfflineError,
+    },
+    #[error("feature view `{view}`: writing the online store failed: {source}")]
+    Online {
+        view: String,
+        #[source]
+        source: OnlineError,
+    },
+    #[error("feature view `{view}`: cannot encode {what}: {source}")]
+    Encode {
+        view: String,
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("feature view `{view}`: {message}")]
+    Invalid { view: String, message: String },
+}
+
+impl MaterializeError {
+    /// The view the error is about.
+    pub fn view(&self) -> &str {
+        match self {
+            MaterializeError::Offline { view, .. }
+            | MaterializeError::Online { view, .. }
+            | MaterializeError::Encode { view, .. }
+            | MaterializeError::Invalid { view, .. } => view,
+        }
+    }
+}
