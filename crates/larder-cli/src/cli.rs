@@ -56,6 +56,10 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove this project from the registry, with its infrastructure records.
     Teardown,
+    /// Load the latest feature values of a time window into the online store.
+    Materialize(MaterializeRangeArgs),
+    /// Load the online store from where each view's last materialization ended up to END.
+    MaterializeIncremental(MaterializeIncrementalArgs),
     /// Point-in-time-correct training data for entity rows (or a time range).
     GetHistoricalFeatures(HistoricalArgs),
     /// Print this project's registry content as JSON.
@@ -183,4 +187,41 @@ pub struct HistoricalArgs {
     /// Rows printed at most when writing a table to stdout.
     #[arg(long, default_value_t = 100)]
     pub max_rows: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct MaterializeRangeArgs {
+    /// First event time loaded (inclusive): RFC 3339, or a UTC date-time or date.
+    #[arg(value_parser = crate::materialize::parse_time)]
+    pub start: DateTime<Utc>,
+    /// Last event time loaded (inclusive).
+    #[arg(value_parser = crate::materialize::parse_time)]
+    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub options: MaterializeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MaterializeIncrementalArgs {
+    /// Last event time loaded (inclusive): RFC 3339, or a UTC date-time or date.
+    #[arg(value_parser = crate::materialize::parse_time)]
+    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub options: MaterializeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MaterializeArgs {
+    /// Only these feature views (repeat, or separate with commas); default: every online view.
+    #[arg(long = "views", short = 'v', value_name = "VIEW", value_delimiter = ',', num_args = 1..)]
+    pub views: Vec<String>,
+    /// Memory the run may use to deduplicate before spilling to disk, e.g. `256MiB`.
+    #[arg(long, value_name = "SIZE", env = "LARDER_MATERIALIZE_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// Views materialized at once (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub parallelism: Option<usize>,
+    /// No progress bars, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
 }

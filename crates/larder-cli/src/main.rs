@@ -5,6 +5,7 @@
 
 mod cli;
 mod init;
+mod materialize;
 mod objects;
 mod output;
 
@@ -160,6 +161,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ))?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Materialize(args) => {
+            let store = larder::FeatureStore::open(&open)?;
+            let window = larder::Window::Range {
+                start: args.start,
+                end: args.end,
+            };
+            materialize::run(&store, window, &args.options).await
+        }
+        Command::MaterializeIncremental(args) => {
+            let store = larder::FeatureStore::open(&open)?;
+            let window = larder::Window::Incremental { end: args.end };
+            materialize::run(&store, window, &args.options).await
         }
         Command::GetHistoricalFeatures(args) => historical(open, args).await,
         Command::RegistryDump => {

@@ -492,3 +492,246 @@ fn apply_creates_and_drops_online_tables() {
     ok(&repo, &["teardown"]);
     assert!(online_tables(&repo).is_empty());
 }
+
+/// Rows of every table of a SQLite online store, sorted, for exact comparisons.
+fn online_rows(db: &Path) -> Vec<(String, Vec<u8>, i64, Option<i64>, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db).expect("open online store");
+    let mut rows = Vec::new();
+    let tables: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .expect("query");
+        stmt.query_map([], |row| row.get(0))
+            .expect("rows")
+            .map(|r| r.expect("name"))
+            .collect()
+    };
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT entity_key, event_ts, created_ts, payload FROM \"{table}\" ORDER BY entity_key"
+            ))
+            .expect("query");
+        let table_rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    table.clone(),
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            })
+            .expect("rows")
+            .map(|r| r.expect("row"));
+        rows.extend(table_rows);
+    }
+    rows
+}
+
+#[test]
+fn materialize_and_materialize_incremental_on_the_demo_repo() {
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    let out = ok(
+        &repo,
+        &[
+            "materialize",
+            "2025-05-20T00:00:00",
+            "2025-05-28",
+            "--views",
+            "driver_hourly_stats",
+        ],
+    );
+    assert!(
+        out.contains(
+            "Materializing 1 feature views from 2025-05-20T00:00:00Z to 2025-05-28T00:00:00Z into the sqlite online store."
+        ),
+        "{out}"
+    );
+    assert!(out.contains("driver_hourly_stats: "), "{out}");
+    // Every demo driver has hourly rows in the window: one online row each.
+    let rows = online_rows(&repo.join("data/online_store.db"));
+    let drivers = rows
+        .iter()
+        .filter(|r| r.0 == "demo_driver_hourly_stats")
+        .count();
+    assert_eq!(drivers, 100, "{out}");
+    assert!(rows.iter().all(|r| r.0 != "demo_customer_profile"));
+
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["registry-dump"])).expect("json");
+    let recorded = &dump["project"]["materializations"]["driver_hourly_stats"];
+    assert_eq!(
+        recorded,
+        &serde_json::json!([{"start": "2025-05-20T00:00:00Z", "end": "2025-05-28T00:00:00Z"}]),
+        "{dump}"
+    );
+
+    // Incremental: the driver view resumes at its last end; the customer view would start
+    // at now - ttl (7 days before the real now), after END: it is skipped as up to date.
+    let out = ok(&repo, &["materialize-incremental", END_TIME]);
+    assert!(
+        out.contains("driver_hourly_stats from 2025-05-28T00:00:00Z to 2025-06-01T00:00:00Z"),
+        "{out}"
+    );
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["registry-dump"])).expect("json");
+    assert_eq!(
+        dump["project"]["materializations"]["driver_hourly_stats"],
+        serde_json::json!([{"start": "2025-05-20T00:00:00Z", "end": "2025-06-01T00:00:00Z"}]),
+    );
+    assert!(
+        out.contains("customer_profile: up to date (its window would start at 20"),
+        "{out}"
+    );
+    assert!(dump["project"]["materializations"]["customer_profile"].is_null());
+
+    // Usage errors and unknown views.
+    let out = larder(&repo, &["materialize", "yesterday", "2025-05-28"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("`yesterday` is not a time"));
+    let out = larder(
+        &repo,
+        &["materialize", "2025-05-20", "2025-05-28", "-v", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("feature view `nope` is not in project `demo`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A repo with one view over `rows` random rows, written in small online batches so a
+/// materialization takes long enough to be interrupted.
+/// Returns the number of distinct users.
+fn big_repo(dir: &Path, rows: usize) -> usize {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    std::fs::create_dir_all(dir.join("data")).expect("mkdir");
+    std::fs::write(
+        dir.join("feature_store.yaml"),
+        "project: big\nregistry: data/registry.db\nprovider: local\n\
+         online_store:\n  type: sqlite\n  path: data/online.db\n\
+         materialization:\n  online_write_batch_size: 200\n",
+    )
+    .expect("write config");
+    std::fs::write(
+        dir.join("features.yaml"),
+        "entities:\n  - name: user\n    join_keys: [user_id]\n    value_type: Int64\n\
+         data_sources:\n  - name: events\n    type: file\n    path: data/events.parquet\n\
+         \x20   timestamp_field: ts\n\
+         feature_views:\n  - name: user_stats\n    entities: [user]\n    ttl: 0s\n\
+         \x20   source: events\n    schema:\n      - {name: score, dtype: Float64}\n\
+         \x20     - {name: clicks, dtype: Int64}\n",
+    )
+    .expect("write definitions");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let users: Vec<i64> = (0..rows).map(|_| (next() % 50_000) as i64).collect();
+    let distinct = users.iter().collect::<std::collections::HashSet<_>>().len();
+    let ts: Vec<i64> = (0..rows)
+        .map(|_| 1_748_000_000_000_000 + (next() % 1_000_000) as i64 * 1_000_000)
+        .collect();
+    let score: Vec<f64> = (0..rows).map(|_| (next() % 1000) as f64 / 7.0).collect();
+    let clicks: Vec<i64> = (0..rows).map(|_| (next() % 100) as i64).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("score", DataType::Float64, false),
+        Field::new("clicks", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(users)),
+        Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        Arc::new(Float64Array::from(score)),
+        Arc::new(Int64Array::from(clicks)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let file = std::fs::File::create(dir.join("data/events.parquet")).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    distinct
+}
+
+#[test]
+fn an_interrupted_materialization_records_nothing_and_a_rerun_completes_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (killed, clean) = (dir.path().join("killed"), dir.path().join("clean"));
+    let mut users = 0;
+    for repo in [&killed, &clean] {
+        users = big_repo(repo, 400_000);
+        ok(repo, &["apply"]);
+    }
+    let args = ["materialize", "2025-01-01", "2026-01-01", "--no-progress"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(args)
+        .current_dir(&killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start larder");
+    // Kill it as soon as some rows are in the online store (SIGKILL: no cleanup runs).
+    let db = killed.join("data/online.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            panic!(
+                "materialization ended ({status}) before it could be interrupted; grow the data"
+            );
+        }
+        let written = rusqlite::Connection::open(&db)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM big_user_stats", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0);
+        if written > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rows written in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(&killed, &["registry-dump"])).expect("json");
+    assert!(
+        dump["project"]["materializations"]
+            .get("user_stats")
+            .is_none(),
+        "an interrupted run recorded its window: {dump}"
+    );
+    let partial = online_rows(&db);
+    assert!(!partial.is_empty());
+
+    // The rerun completes it; the store then equals a clean single run.
+    ok(&killed, &args);
+    ok(&clean, &args);
+    let rerun = online_rows(&db);
+    assert_eq!(rerun.len(), users);
+    assert_eq!(rerun, online_rows(&clean.join("data/online.db")));
+    assert!(rerun.len() > partial.len());
+}

@@ -27,6 +27,9 @@ pub enum Error {
     /// Reading historical data failed (bad entity rows, unreadable sources, ...).
     #[error(transparent)]
     Offline(#[from] OfflineError),
+    /// A materialization could not start or some of its views failed (each named).
+    #[error("materialization: {0}")]
+    Materialize(String),
     /// The online store failed (unreachable, incompatible tables, ...).
     #[error("online store: {0}")]
     Online(#[from] OnlineError),

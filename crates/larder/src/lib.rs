@@ -13,10 +13,14 @@
 //! ```
 
 mod error;
+mod materialize;
 mod retrieval;
 mod store;
 
 pub use error::Error;
+pub use materialize::{
+    MaterializationPlan, MaterializationReport, MaterializeOptions, PlannedView, Window,
+};
 pub use retrieval::HistoricalFeaturesRequest;
 pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
 
@@ -24,6 +28,7 @@ pub use larder_offline::EntityInput;
 pub use larder_spec::FeatureSelection;
 
 pub use larder_config as config;
+pub use larder_materialize as materialize_engine;
 pub use larder_offline as offline;
 pub use larder_registry as registry;
 pub use larder_spec as spec;

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use larder_config::{OnlineStoreConfig, RegistryType, RepoConfig};
+use larder_config::{EntityKeySerializationVersion, OnlineStoreConfig, RegistryType, RepoConfig};
 use larder_offline::OfflineStore;
 use larder_online::{OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable};
 use larder_registry::store::open_store;
-use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
+use larder_registry::{ApplyOutcome, Clock, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraAction, InfraObject, LoadOptions, Plan, load_definitions};
+use larder_types::feast::KeyVersion;
 
 use crate::error::Error;
 
@@ -57,6 +58,8 @@ pub struct FeatureStore {
     offline: OnceLock<Arc<dyn OfflineStore>>,
     /// Built on first use; None when the configured store has no backend in this build yet.
     online: OnceLock<Option<Arc<dyn OnlineStore>>>,
+    /// The current time: ttl checks and incremental windows; injectable for tests.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -100,7 +103,28 @@ impl FeatureStore {
             offline_memory_limit: None,
             offline: OnceLock::new(),
             online: OnceLock::new(),
+            clock: Arc::new(chrono::Utc::now),
         })
+    }
+
+    /// Replaces the clock (`Utc::now` by default) used for ttl checks and incremental
+    /// materialization windows.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time by this store's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
+    }
+
+    /// The entity key format of this repo (`entity_key_serialization_version`).
+    pub fn key_version(&self) -> KeyVersion {
+        match self.config.entity_key_serialization_version {
+            EntityKeySerializationVersion::V2 => KeyVersion::V2,
+            EntityKeySerializationVersion::V3 => KeyVersion::V3,
+        }
     }
 
     pub fn config(&self) -> &RepoConfig {

@@ -1,0 +1,318 @@
+//! Materialization: which views, over which windows, run by the configured engine, with
+//! each view's window recorded in the registry only once its data is written.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use larder_config::BatchEngineConfig;
+use larder_materialize::{
+    EngineOptions, InProcessEngine, MaterializationEngine, MaterializeError, MaterializeTask,
+    ViewProgress, ViewReport,
+};
+use larder_spec::{Definitions, FeatureView};
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+use crate::store::FeatureStore;
+
+/// How far back `materialize-incremental` starts for a never-materialized view with ttl 0
+/// (Feast: 52 weeks).
+const UNBOUNDED_TTL_LOOKBACK_DAYS: i64 = 52 * 7;
+
+/// The window to materialize.
+#[derive(Clone, Copy, Debug)]
+pub enum Window {
+    /// `materialize START END`: the same window for every view (both ends inclusive).
+    Range {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    /// `materialize-incremental END`: each view from where its last run ended (else
+    /// `now - ttl`, or 52 weeks back for ttl 0) to `end`.
+    Incremental { end: DateTime<Utc> },
+}
+
+/// Options of a materialization run.
+#[derive(Clone, Debug, Default)]
+pub struct MaterializeOptions {
+    /// Views to materialize; `None`: every online view.
+    pub views: Option<Vec<String>>,
+    /// Memory the whole run may use for deduplication before spilling (split between the
+    /// views that run at once); `None`: 256 MiB.
+    pub memory_limit: Option<usize>,
+    /// Views materialized at once (`None`: the number of cores).
+    pub parallelism: Option<usize>,
+}
+
+/// One view of a planned run.
+#[derive(Clone, Debug)]
+pub struct PlannedView {
+    pub view: FeatureView,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub progress: Arc<ViewProgress>,
+}
+
+/// A run ready to start: the views and their windows, resolved against the registry.
+#[derive(Debug)]
+pub struct MaterializationPlan {
+    pub project: String,
+    pub definitions: Arc<Definitions>,
+    pub views: Vec<PlannedView>,
+    /// Incremental runs only: views whose window would start at or after its end (already
+    /// materialized up to there, or `now - ttl` is later than the end), with that start.
+    /// They are skipped, and nothing is recorded for them.
+    pub up_to_date: Vec<(String, DateTime<Utc>)>,
+    options: MaterializeOptions,
+}
+
+/// What a run did, per view in plan order.
+#[derive(Debug)]
+pub struct MaterializationReport {
+    pub views: Vec<(PlannedView, Result<ViewReport, MaterializeError>)>,
+}
+
+impl MaterializationReport {
+    /// The failures, each naming its view.
+    pub fn failures(&self) -> impl Iterator<Item = &MaterializeError> {
+        self.views.iter().filter_map(|(_, r)| r.as_ref().err())
+    }
+}
+
+const DEFAULT_RUN_MEMORY: usize = 256 << 20;
+
+impl FeatureStore {
+    /// Resolves which views a run materializes and over which windows, from the registry.
+    ///
+    /// Errors: an unknown view, a view with `online: false`, a window with start after end,
+    /// no online store configured.
+    pub async fn plan_materialization(
+        &self,
+        window: Window,
+        options: MaterializeOptions,
+    ) -> Result<MaterializationPlan, Error> {
+        if self.online_store()?.is_none() {
+            return Err(self.no_online_store());
+        }
+        let (snapshot, project) = self.project_state().await?;
+        let Some(state) = snapshot.project(&project) else {
+            return Err(Error::Registry(
+                larder_registry::RegistryError::ProjectNotFound { project },
+            ));
+        };
+        let definitions = Arc::new(state.definitions());
+        let views: Vec<FeatureView> = match &options.views {
+            None => definitions
+                .feature_views
+                .values()
+                .filter(|v| v.online)
+                .cloned()
+                .collect(),
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    let view = definitions.feature_views.get(name.as_str()).ok_or_else(|| {
+                        Error::Materialize(format!(
+                            "feature view `{name}` is not in project `{project}` (its views: {})",
+                            list(definitions.feature_views.keys())
+                        ))
+                    })?;
+                    if !view.online {
+                        return Err(Error::Materialize(format!(
+                            "feature view `{name}` has `online: false`; set it to true to materialize it"
+                        )));
+                    }
+                    Ok(view.clone())
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let now = self.now();
+        let mut planned = Vec::with_capacity(views.len());
+        let mut up_to_date = Vec::new();
+        for view in views {
+            let (start, end) = match window {
+                Window::Range { start, end } => (start, end),
+                Window::Incremental { end } => {
+                    let start = match state.most_recent_end(view.name.as_str()) {
+                        Some(last_end) => last_end,
+                        None if view.ttl.is_unbounded() => {
+                            now - ChronoDuration::days(UNBOUNDED_TTL_LOOKBACK_DAYS)
+                        }
+                        None => {
+                            now - ChronoDuration::from_std(view.ttl.0)
+                                .unwrap_or(ChronoDuration::MAX)
+                        }
+                    };
+                    if start >= end {
+                        up_to_date.push((view.name.to_string(), start));
+                        continue;
+                    }
+                    (start, end)
+                }
+            };
+            if start > end {
+                return Err(Error::Materialize(format!(
+                    "feature view `{}`: the window starts at {} after its end {}",
+                    view.name,
+                    start.to_rfc3339(),
+                    end.to_rfc3339()
+                )));
+            }
+            planned.push(PlannedView {
+                progress: ViewProgress::new(view.name.to_string()),
+                view,
+                start,
+                end,
+            });
+        }
+        Ok(MaterializationPlan {
+            project,
+            definitions,
+            views: planned,
+            up_to_date,
+            options,
+        })
+    }
+
+    /// Runs a planned materialization: views in parallel (bounded), each view's window
+    /// recorded in the registry right after its data is written. A failed view does not stop
+    /// the others; its window is not recorded. Returns per-view results.
+    pub async fn run_materialization(
+        &self,
+        plan: MaterializationPlan,
+    ) -> Result<MaterializationReport, Error> {
+        let parallelism = plan
+            .options
+            .parallelism
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .clamp(1, plan.views.len().max(1));
+        let total_memory = plan.options.memory_limit.unwrap_or(DEFAULT_RUN_MEMORY);
+        let engine = self.materialization_engine(total_memory / parallelism)?;
+        let permits = Arc::new(Semaphore::new(parallelism));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, planned) in plan.views.iter().enumerate() {
+            let task = MaterializeTask {
+                project: plan.project.clone(),
+                definitions: plan.definitions.clone(),
+                view: planned.view.clone(),
+                start: planned.start,
+                end: planned.end,
+            };
+            let engine = engine.clone();
+            let permits = permits.clone();
+            let progress = planned.progress.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (index, engine.materialize(task, progress).await)
+            });
+        }
+        let mut results: Vec<Option<Result<ViewReport, MaterializeError>>> =
+            plan.views.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined
+                .map_err(|e| Error::Materialize(format!("a materialization task failed: {e}")))?;
+            if result.is_ok() {
+                let view = &plan.views[index];
+                self.registry()
+                    .record_materialization(
+                        &plan.project,
+                        view.view.name.as_str(),
+                        view.start,
+                        view.end,
+                    )
+                    .await?;
+                tracing::info!(
+                    view = view.view.name.as_str(),
+                    start = %view.start,
+                    end = %view.end,
+                    "materialized"
+                );
+            }
+            results[index] = Some(result);
+        }
+        let views = plan
+            .views
+            .into_iter()
+            .zip(results)
+            .map(|(view, result)| {
+                let result = result.unwrap_or_else(|| {
+                    Err(MaterializeError::Invalid {
+                        view: view.view.name.to_string(),
+                        message: "the task did not finish".into(),
+                    })
+                });
+                (view, result)
+            })
+            .collect();
+        Ok(MaterializationReport { views })
+    }
+
+    /// Plans and runs a materialization; fails when any view failed (the others are written
+    /// and recorded all the same).
+    pub async fn materialize(
+        &self,
+        window: Window,
+        options: MaterializeOptions,
+    ) -> Result<Vec<ViewReport>, Error> {
+        let plan = self.plan_materialization(window, options).await?;
+        let report = self.run_materialization(plan).await?;
+        let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
+        if !failures.is_empty() {
+            return Err(Error::Materialize(failures.join("; ")));
+        }
+        Ok(report
+            .views
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect())
+    }
+
+    fn no_online_store(&self) -> Error {
+        Error::Materialize(format!(
+            "project `{}` has no online store this build can write (`online_store` in feature_store.yaml)",
+            self.project()
+        ))
+    }
+
+    /// The engine named by `batch_engine`, writing to the configured online store.
+    fn materialization_engine(
+        &self,
+        memory_limit: usize,
+    ) -> Result<Arc<dyn MaterializationEngine>, Error> {
+        if let BatchEngineConfig::K8s(_) = &self.config().batch_engine {
+            return Err(Error::Unsupported {
+                what: "`batch_engine: {type: k8s}`".into(),
+                hint: "use `batch_engine: local` (the default) for now".into(),
+            });
+        }
+        let online = self.online_store()?.ok_or_else(|| self.no_online_store())?;
+        let key_version = self.key_version();
+        let write_batch_size = self
+            .config()
+            .materialization
+            .online_write_batch_size
+            .and_then(|n| usize::try_from(n).ok());
+        Ok(Arc::new(InProcessEngine::new(
+            self.offline_store()?,
+            online,
+            EngineOptions {
+                memory_limit: Some(memory_limit),
+                write_batch_size,
+                key_version,
+            },
+        )))
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a larder_types::ObjectName>) -> String {
+    let names: Vec<&str> = names.map(|n| n.as_str()).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
