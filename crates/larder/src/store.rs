@@ -9,7 +9,7 @@ use larder_config::{OnlineStoreConfig, RegistryType, RepoConfig};
 use larder_offline::OfflineStore;
 use larder_online::{OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable};
 use larder_registry::store::open_store;
-use larder_registry::{ApplyOutcome, ProjectState, Registry, Snapshot};
+use larder_registry::{ApplyOutcome, Clock, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraAction, InfraObject, LoadOptions, Plan, load_definitions};
 
 use crate::error::Error;
@@ -57,6 +57,8 @@ pub struct FeatureStore {
     offline: OnceLock<Arc<dyn OfflineStore>>,
     /// Built on first use; None when the configured store has no backend in this build yet.
     online: OnceLock<Option<Arc<dyn OnlineStore>>>,
+    /// The current time for time-dependent reads (online ttl); injectable for tests.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -100,7 +102,19 @@ impl FeatureStore {
             offline_memory_limit: None,
             offline: OnceLock::new(),
             online: OnceLock::new(),
+            clock: Arc::new(chrono::Utc::now),
         })
+    }
+
+    /// Uses `clock` instead of the system time wherever the store asks for "now".
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time, from the store's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
     }
 
     pub fn config(&self) -> &RepoConfig {
