@@ -1,0 +1,3 @@
+//! Integration tests of the `larder` SDK on temporary feature repositories.
+
+mod online;
