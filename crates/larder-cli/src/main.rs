@@ -6,6 +6,7 @@
 mod cli;
 mod init;
 mod objects;
+mod online;
 mod output;
 
 use std::io::Write;
@@ -162,6 +163,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::GetHistoricalFeatures(args) => historical(open, args).await,
+        Command::GetOnlineFeatures(args) => online::run(open, args).await,
         Command::RegistryDump => {
             let store = larder::FeatureStore::open(&open)?;
             let (snapshot, project) = store.project_state().await?;
