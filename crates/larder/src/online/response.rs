@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, Timelike};
 use larder_types::feast::{Value, write_value_json};
 
 /// The status of one returned value, as Feast's `FieldStatus`.
@@ -251,36 +250,62 @@ fn write_json_str(name: &str, suffix: &str, out: &mut String) {
 }
 
 /// A timestamp in microseconds as protobuf's JSON mapping writes it, quoted:
-/// `"2021-12-31T23:00:00Z"`, `"...:00.500Z"`, `"...:00.000001Z"`.
+/// `"2021-12-31T23:00:00Z"`, `"...:00.500Z"`, `"...:00.000001Z"`. Integer arithmetic only:
+/// a response holds one per cell.
 pub(crate) fn write_rfc3339(micros: i64, out: &mut String) {
-    if micros == 0 {
-        out.push_str("\"1970-01-01T00:00:00Z\"");
-        return;
-    }
-    let Some(dt) = DateTime::from_timestamp_micros(micros) else {
-        // Beyond chrono's range (±262 000 years): no valid RFC 3339 text exists.
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let of_day = micros.rem_euclid(MICROS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    if !(1..=9999).contains(&year) {
+        // Outside `google.protobuf.Timestamp`'s range, which its JSON mapping rejects.
         out.push_str("null");
         return;
-    };
-    let _ = write!(
-        out,
-        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    let fraction = micros.rem_euclid(1_000_000);
-    if fraction != 0 {
-        if fraction % 1_000 == 0 {
-            let _ = write!(out, ".{:03}", fraction / 1_000);
-        } else {
-            let _ = write!(out, ".{fraction:06}");
-        }
     }
-    out.push_str("Z\"");
+    let seconds = of_day / 1_000_000;
+    let fraction = of_day % 1_000_000;
+    let mut text = *b"\"0000-00-00T00:00:00.000000Z\"";
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(1, year, 4);
+    put(6, month, 2);
+    put(9, day, 2);
+    put(12, seconds / 3600, 2);
+    put(15, seconds / 60 % 60, 2);
+    put(18, seconds % 60, 2);
+    let end = if fraction == 0 {
+        20
+    } else if fraction % 1_000 == 0 {
+        put(21, fraction / 1_000, 3);
+        24
+    } else {
+        put(21, fraction, 6);
+        27
+    };
+    text[end] = b'Z';
+    text[end + 1] = b'"';
+    // Only ASCII digits and punctuation were written.
+    out.push_str(std::str::from_utf8(&text[..end + 2]).unwrap_or("null"));
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -383,6 +408,30 @@ mod tests {
             write_rfc3339(micros, &mut out);
             assert_eq!(out, format!("\"{text}\""), "{micros}");
         }
+    }
+
+    #[test]
+    fn rfc3339_matches_chrono_across_the_range() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        // 0001-01-01 .. 9999-12-31, whole seconds, ms and µs fractions.
+        let (lo, hi) = (-62_135_596_800_000_000_i64, 253_402_300_799_999_999_i64);
+        for i in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut micros = lo + (state % (hi - lo) as u64) as i64;
+            micros -= micros.rem_euclid([1_000_000, 1_000, 1][i % 3]);
+            let mut out = String::new();
+            write_rfc3339(micros, &mut out);
+            let expected = chrono::DateTime::from_timestamp_micros(micros)
+                .expect("in range")
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert_eq!(out, format!("\"{expected}\""), "{micros}");
+        }
+        let mut out = String::new();
+        write_rfc3339(hi + 1, &mut out);
+        write_rfc3339(lo - 1, &mut out);
+        assert_eq!(out, "nullnull");
     }
 
     #[test]
