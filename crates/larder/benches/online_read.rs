@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, BinaryArray, RecordBatch, TimestampMicrosecondArray};
 use chrono::Utc;
 use larder::{EntityColumns, FeatureSelection, OnlinePlan, OnlineReader};
-use larder_online::{OnlineStore, SqliteOnlineStore, ViewTable, write_schema};
+use larder_online::{OnlineStore, ReadRequest, SqliteOnlineStore, ViewTable, write_schema};
 use larder_spec::{LoadOptions, parse_definitions};
 use larder_types::feast::{EntityKey, KeyVersion, Value, serialize_entity_key};
 use serde_json::{Value as Json, json};
@@ -112,13 +112,70 @@ fn main() {
             .wrapping_add(1);
         ((state >> 33) as i64) % n
     };
+    let tables = [
+        ViewTable::new(
+            "bench",
+            "driver_stats",
+            (0..10).map(|f| format!("driver_stats_f{f}")),
+        ),
+        ViewTable::new(
+            "bench",
+            "customer_stats",
+            (0..5).map(|f| format!("customer_stats_f{f}")),
+        ),
+    ];
+    let features: Vec<Vec<&str>> = tables
+        .iter()
+        .map(|t| t.features.iter().map(String::as_str).collect())
+        .collect();
     let mut reads = Vec::with_capacity(ITERATIONS);
+    let mut store_reads = Vec::with_capacity(ITERATIONS);
     let mut bodies = Vec::with_capacity(ITERATIONS);
     let mut body = String::new();
     runtime.block_on(async {
         for iteration in 0..ITERATIONS + WARMUP {
-            let drivers: Vec<Json> = (0..ROWS).map(|_| json!(next(DRIVERS))).collect();
-            let customers: Vec<Json> = (0..ROWS).map(|_| json!(next(CUSTOMERS))).collect();
+            // The store alone, keys serialized beforehand (other random keys, so neither
+            // read warms the other's pages): the floor under the full read.
+            let driver_ids: Vec<i64> = (0..ROWS).map(|_| next(DRIVERS)).collect();
+            let customer_ids: Vec<i64> = (0..ROWS).map(|_| next(CUSTOMERS)).collect();
+            let key_bytes: Vec<Vec<Vec<u8>>> =
+                [("driver_id", &driver_ids), ("customer_id", &customer_ids)]
+                    .iter()
+                    .map(|(name, ids)| {
+                        ids.iter()
+                            .map(|&id| {
+                                serialize_entity_key(
+                                    &EntityKey::new([(*name, Value::int64(id))]),
+                                    KeyVersion::V3,
+                                )
+                                .expect("key")
+                            })
+                            .collect()
+                    })
+                    .collect();
+            let keys: Vec<Vec<&[u8]>> = key_bytes
+                .iter()
+                .map(|k| k.iter().map(Vec::as_slice).collect())
+                .collect();
+            let requests: Vec<ReadRequest<'_>> = (0..2)
+                .map(|v| ReadRequest {
+                    table: &tables[v],
+                    keys: &keys[v],
+                    features: &features[v],
+                })
+                .collect();
+            let start = Instant::now();
+            reader
+                .store()
+                .read_many(&requests)
+                .await
+                .expect("read_many");
+            let store_read = start.elapsed();
+
+            let driver_ids: Vec<i64> = (0..ROWS).map(|_| next(DRIVERS)).collect();
+            let customer_ids: Vec<i64> = (0..ROWS).map(|_| next(CUSTOMERS)).collect();
+            let drivers: Vec<Json> = driver_ids.iter().map(|&id| json!(id)).collect();
+            let customers: Vec<Json> = customer_ids.iter().map(|&id| json!(id)).collect();
             let entities = EntityColumns::new(vec![
                 ("driver_id".into(), drivers),
                 ("customer_id".into(), customers),
@@ -137,11 +194,13 @@ fn main() {
             assert_eq!(response.results.len(), 17);
             if iteration >= WARMUP {
                 reads.push(read);
+                store_reads.push(store_read);
                 bodies.push(json);
             }
         }
     });
     report(&format!("read {ROWS} rows x 15 features (2 views)"), reads);
+    report("  of which the store alone (read_many)", store_reads);
     report(&format!("HTTP JSON body ({} bytes)", body.len()), bodies);
 }
 
