@@ -62,6 +62,8 @@ pub enum Command {
     MaterializeIncremental(MaterializeIncrementalArgs),
     /// Point-in-time-correct training data for entity rows (or a time range).
     GetHistoricalFeatures(HistoricalArgs),
+    /// The latest feature values of entities, from the online store (JSON).
+    GetOnlineFeatures(crate::online::OnlineArgs),
     /// Print this project's registry content as JSON.
     RegistryDump,
     /// List or describe entities.

@@ -7,6 +7,7 @@ mod cli;
 mod init;
 mod materialize;
 mod objects;
+mod online;
 mod output;
 
 use std::io::Write;
@@ -176,6 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             materialize::run(&store, window, &args.options).await
         }
         Command::GetHistoricalFeatures(args) => historical(open, args).await,
+        Command::GetOnlineFeatures(args) => online::run(open, args).await,
         Command::RegistryDump => {
             let store = larder::FeatureStore::open(&open)?;
             let (snapshot, project) = store.project_state().await?;

@@ -493,8 +493,271 @@ fn apply_creates_and_drops_online_tables() {
     assert!(online_tables(&repo).is_empty());
 }
 
+/// Writes rows of `view` (all features of the demo view, in schema order) straight into the
+/// demo repo's online store, as `materialize` would.
+fn write_online(
+    repo: &Path,
+    view: &str,
+    features: &[&str],
+    rows: &[(&str, i64, i64, Vec<Option<larder::types::feast::Value>>)],
+) {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, BinaryArray, RecordBatch, TimestampMicrosecondArray};
+    use larder::types::feast::{EntityKey, KeyVersion, Value, serialize_entity_key};
+
+    let store = larder::FeatureStore::open(&larder::OpenOptions::new(repo)).expect("open");
+    let online = store.online_store().expect("online").expect("sqlite");
+    let keys = rows.iter().map(|(name, id, _, _)| {
+        serialize_entity_key(
+            &EntityKey::new([(*name, Value::int64(*id))]),
+            KeyVersion::V3,
+        )
+        .expect("key")
+    });
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(BinaryArray::from_iter_values(keys)),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(TimestampMicrosecondArray::from(vec![None; rows.len()]).with_timezone("UTC")),
+    ];
+    for f in 0..features.len() {
+        columns.push(Arc::new(BinaryArray::from_iter(
+            rows.iter().map(|r| r.3[f].as_ref().map(Value::to_bytes)),
+        )));
+    }
+    let batch =
+        RecordBatch::try_new(larder::online_store::write_schema(features), columns).expect("batch");
+    let table = larder::online_store::ViewTable::new("demo", view, features.iter().copied());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(online.write_batch(&table, batch))
+        .expect("write");
+}
+
+#[test]
+fn online_features_from_the_demo_repo() {
+    use larder::types::feast::Value;
+
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    // Whole seconds, so `__ts` (epoch seconds) is exact.
+    let now = chrono::Utc::now().timestamp() * 1_000_000;
+    let hour = 3_600_000_000;
+    let (fresh, stale) = (now - hour, now - 30 * hour);
+    write_online(
+        &repo,
+        "driver_hourly_stats",
+        &["conv_rate", "acc_rate", "avg_daily_trips"],
+        &[
+            (
+                "driver_id",
+                1001,
+                fresh,
+                vec![
+                    Some(Value::float(0.5)),
+                    Some(Value::default()),
+                    Some(Value::int64(10)),
+                ],
+            ),
+            (
+                "driver_id",
+                1002,
+                stale,
+                vec![Some(Value::float(0.25)), None, Some(Value::int64(4))],
+            ),
+        ],
+    );
+    write_online(
+        &repo,
+        "customer_profile",
+        &[
+            "current_balance",
+            "avg_passenger_count",
+            "lifetime_trip_count",
+        ],
+        &[(
+            "customer_id",
+            5001,
+            fresh,
+            vec![
+                Some(Value::float(1.5)),
+                Some(Value::float(2.0)),
+                Some(Value::int64(30)),
+            ],
+        )],
+    );
+
+    let out = ok(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "driver_id=1001",
+            "-e",
+            "driver_id=\"1002\"",
+            "-e",
+            "driver_id=1003",
+            "-F",
+            "driver_hourly_stats:conv_rate,driver_hourly_stats:acc_rate",
+            "-F",
+            "driver_hourly_stats:avg_daily_trips",
+            "--timestamps",
+            "--statuses",
+        ],
+    );
+    assert!(out.starts_with("{\n  \"driver_id\": [\n    1001,"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (fresh_s, stale_s) = (fresh / 1_000_000, stale / 1_000_000);
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "driver_id": [1001, 1002, 1003],
+            "driver_id__ts": [0, 0, 0],
+            "driver_id__status": ["PRESENT", "PRESENT", "PRESENT"],
+            "conv_rate": [0.5, 0.25, null],
+            "conv_rate__ts": [fresh_s, stale_s, 0],
+            "conv_rate__status": ["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"],
+            "acc_rate": [null, null, null],
+            "acc_rate__ts": [fresh_s, 0, 0],
+            "acc_rate__status": ["NULL_VALUE", "NOT_FOUND", "NOT_FOUND"],
+            "avg_daily_trips": [10, 4, null],
+            "avg_daily_trips__ts": [fresh_s, stale_s, 0],
+            "avg_daily_trips__status": ["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"],
+        })
+    );
+    // Column order is the response order, not sorted.
+    let keys: Vec<usize> = [
+        "\"driver_id\"",
+        "\"conv_rate\"",
+        "\"acc_rate\"",
+        "\"avg_daily_trips\"",
+    ]
+    .iter()
+    .map(|k| out.find(k).expect("key"))
+    .collect();
+    assert!(keys.is_sorted(), "{out}");
+
+    // A service, full names, two entities per row, the HTTP response shape.
+    let out = ok(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "customer_id=5001,driver_id=1001",
+            "--feature-service",
+            "driver_activity_v1",
+            "--full-feature-names",
+            "--response",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        json["metadata"]["feature_names"],
+        serde_json::json!([
+            "customer_id",
+            "driver_id",
+            "driver_hourly_stats__conv_rate",
+            "driver_hourly_stats__avg_daily_trips",
+            "customer_profile__current_balance",
+            "customer_profile__avg_passenger_count",
+            "customer_profile__lifetime_trip_count"
+        ])
+    );
+    let fresh_text = chrono::DateTime::from_timestamp_micros(fresh)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        json["results"][4],
+        serde_json::json!({
+            "values": [1.5],
+            "statuses": ["PRESENT"],
+            "event_timestamps": [fresh_text]
+        })
+    );
+    assert_eq!(
+        json["results"][0]["event_timestamps"],
+        serde_json::json!(["1970-01-01T00:00:00Z"])
+    );
+
+    // Errors: a view's join key missing, an on-demand view, a malformed -e (usage).
+    let out = larder(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "customer_id=5001",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: missing join key values for feature view `driver_hourly_stats`: `driver_id` (give them as entity columns)\n"
+    );
+    let out = larder(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "driver_id=1001",
+            "--feature-service",
+            "driver_activity_v2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("on-demand feature view `conv_adjusted` cannot be read here yet"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = larder(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "driver_id=1001",
+            "-e",
+            "customer_id=5001",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "entity row 1 has the columns `customer_id`, but the first row has `driver_id`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = larder(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "driver_id",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`driver_id` is not KEY=VALUE"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// One stored row: table, entity key, event time, created time, packed values.
+type OnlineRow = (String, Vec<u8>, i64, Option<i64>, Vec<u8>);
+
 /// Rows of every table of a SQLite online store, sorted, for exact comparisons.
-fn online_rows(db: &Path) -> Vec<(String, Vec<u8>, i64, Option<i64>, Vec<u8>)> {
+fn online_rows(db: &Path) -> Vec<OnlineRow> {
     let conn = rusqlite::Connection::open(db).expect("open online store");
     let mut rows = Vec::new();
     let tables: Vec<String> = {
@@ -558,6 +821,35 @@ fn materialize_and_materialize_incremental_on_the_demo_repo() {
         .count();
     assert_eq!(drivers, 100, "{out}");
     assert!(rows.iter().all(|r| r.0 != "demo_customer_profile"));
+    // Online reads see what was materialized (the demo's rows are older than the 1-day ttl
+    // by the real clock, so they are served as OUTSIDE_MAX_AGE, values included).
+    let read: serde_json::Value = serde_json::from_str(&ok(
+        &repo,
+        &[
+            "get-online-features",
+            "-e",
+            "driver_id=1001",
+            "-e",
+            "driver_id=4242",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+            "--statuses",
+            "--timestamps",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(
+        read["conv_rate__status"],
+        serde_json::json!(["OUTSIDE_MAX_AGE", "NOT_FOUND"]),
+        "{read}"
+    );
+    assert!(
+        read["conv_rate"][0].is_f64() && read["conv_rate"][1].is_null(),
+        "{read}"
+    );
+    // The stored row is the latest of the window: event time at most its end.
+    let ts = read["conv_rate__ts"][0].as_i64().expect("seconds");
+    assert!(ts <= 1_748_390_400 && ts > 1_748_390_400 - 86_400, "{read}");
 
     let dump: serde_json::Value =
         serde_json::from_str(&ok(&repo, &["registry-dump"])).expect("json");

@@ -11,14 +11,11 @@ use larder_online::{timestamp_type, write_schema};
 use larder_spec::FeatureView;
 use larder_types::ScalarType;
 use larder_types::feast::{
-    ByteRows, EntityKey, KeyVersion, Value, encode_column, serialize_entity_key,
+    ByteRows, DUMMY_JOIN_KEY, EntityKey, KeyVersion, Value, encode_column, serialize_entity_key,
     serialize_key_columns_into,
 };
 
 use crate::error::MaterializeError;
-
-/// The join key Feast gives every row of a view without entities.
-pub const DUMMY_JOIN_KEY: &str = "__dummy_id";
 
 /// Turns batches of one view's latest rows into online write batches; built once per view.
 #[derive(Debug)]

@@ -7,6 +7,8 @@ use larder_registry::RegistryError;
 use larder_registry::store::StoreError;
 use larder_spec::{DefinitionErrors, ResolveError};
 
+use crate::online::OnlineRequestError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `feature_store.yaml` is missing or invalid.
@@ -21,6 +23,9 @@ pub enum Error {
     /// The requested features do not resolve against the registry.
     #[error(transparent)]
     Features(#[from] ResolveError),
+    /// An online request is wrong: its entity columns, join keys or values.
+    #[error(transparent)]
+    OnlineRequest(#[from] OnlineRequestError),
     /// A registry read or write failed, or the registry lacks what was asked for.
     #[error(transparent)]
     Registry(#[from] RegistryError),

@@ -2,7 +2,8 @@
 //!
 //! [`FeatureStore`] opens a feature repository (its `feature_store.yaml`), builds the backends
 //! it names once, and offers the operations of the `larder` CLI as methods: `plan`, `apply`,
-//! `teardown` and reads of what the registry holds.
+//! `teardown`, reads of what the registry holds, training data (`get_historical_features`)
+//! and online features (`get_online_features`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), larder::Error> {
@@ -14,12 +15,17 @@
 
 mod error;
 mod materialize;
+mod online;
 mod retrieval;
 mod store;
 
 pub use error::Error;
 pub use materialize::{
     MaterializationPlan, MaterializationReport, MaterializeOptions, PlannedView, Window,
+};
+pub use online::{
+    DictOptions, EntityColumns, FeatureVector, FieldStatus, OnlineFeaturesRequest, OnlinePlan,
+    OnlineReader, OnlineRequestError, OnlineResponse,
 };
 pub use retrieval::HistoricalFeaturesRequest;
 pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
@@ -30,6 +36,7 @@ pub use larder_spec::FeatureSelection;
 pub use larder_config as config;
 pub use larder_materialize as materialize_engine;
 pub use larder_offline as offline;
+pub use larder_online as online_store;
 pub use larder_registry as registry;
 pub use larder_spec as spec;
 pub use larder_types as types;

@@ -18,6 +18,9 @@ use super::encode::ByteRows;
 use super::value::{Val, Value};
 use crate::{ScalarType, ValueType};
 
+/// The join key Feast gives every row of a feature view without entities (value `""`).
+pub const DUMMY_JOIN_KEY: &str = "__dummy_id";
+
 /// The `ValueType.Enum` number Feast writes before every join key name.
 const STRING_TYPE: u32 = 2;
 

@@ -31,9 +31,9 @@ pub use self::arrow::{array_from_values, values_from_array};
 pub use coerce::{CoerceError, coerce_entity_value};
 pub use encode::{ByteRows, encode_column};
 pub use entity_key::{
-    EntityKey, KeyVersion, deserialize_entity_key, entity_key_prefix, serialize_entity_key,
-    serialize_entity_key_into, serialize_key_columns, serialize_key_columns_into,
-    serialize_single_key_into,
+    DUMMY_JOIN_KEY, EntityKey, KeyVersion, deserialize_entity_key, entity_key_prefix,
+    serialize_entity_key, serialize_entity_key_into, serialize_key_columns,
+    serialize_key_columns_into, serialize_single_key_into,
 };
 pub use json::{value_to_json, write_value_json};
 pub use murmur3::{murmur3_32, redis_field_hash};

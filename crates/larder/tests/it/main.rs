@@ -1,3 +1,5 @@
-//! Integration tests of the `larder` SDK (one test binary, one module per area).
+//! Integration tests of the `larder` SDK on temporary feature repositories (one test
+//! binary, one module per area).
 
 mod materialize;
+mod online;

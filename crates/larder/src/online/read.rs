@@ -1,0 +1,369 @@
+//! The read step of an online request: entity values → keys → one store round trip →
+//! values with statuses.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{DateTime, Utc};
+use larder_online::read::KeyIndex;
+use larder_online::{OnlineError, OnlineStore, ReadRequest};
+use larder_types::ValueType;
+use larder_types::feast::{
+    ByteRows, KeyVersion, Value, array_from_values, coerce_entity_value,
+    serialize_key_columns_into, serialize_single_key_into,
+};
+
+use larder_types::feast::DUMMY_JOIN_KEY;
+
+use super::plan::{OnlinePlan, PlanView};
+use super::{EntityColumns, FeatureVector, FieldStatus, OnlineRequestError, OnlineResponse};
+use crate::error::Error;
+
+/// Reads compiled plans from one online store. Cheap to clone and share: it is the store
+/// handle and the entity key format.
+#[derive(Clone, Debug)]
+pub struct OnlineReader {
+    store: Arc<dyn OnlineStore>,
+    key_version: KeyVersion,
+}
+
+impl OnlineReader {
+    pub fn new(store: Arc<dyn OnlineStore>, key_version: KeyVersion) -> Self {
+        OnlineReader { store, key_version }
+    }
+
+    pub fn store(&self) -> &Arc<dyn OnlineStore> {
+        &self.store
+    }
+
+    pub fn key_version(&self) -> KeyVersion {
+        self.key_version
+    }
+
+    /// Reads the features of `plan` for every entity row, with statuses judged at `now`.
+    ///
+    /// Join key values are read as their entity's declared type (`"1001"` finds the `Int64`
+    /// entity 1001, `5` the `String` entity `"5"`); columns no view needs are ignored.
+    /// Duplicate rows are read once. All views go to the store in one
+    /// [`read_many`](OnlineStore::read_many) call; a request without rows makes none.
+    ///
+    /// Statuses: `NOT_FOUND` (null value, timestamp 0) when the entity is absent or its row
+    /// lacks the feature; `NULL_VALUE` (null value, the row's timestamp) when the stored
+    /// value is null; `OUTSIDE_MAX_AGE` when the view's ttl is not zero and `now - event
+    /// time > ttl` (the value is still returned); `PRESENT` otherwise.
+    ///
+    /// Errors: [`Error::OnlineRequest`] for missing join key columns (naming the view) or
+    /// values that do not fit their entity's type; [`Error::Online`] when the store fails
+    /// or holds bytes that are not a `feast.types.Value`.
+    pub async fn read(
+        &self,
+        plan: &OnlinePlan,
+        entities: &EntityColumns,
+        now: DateTime<Utc>,
+    ) -> Result<OnlineResponse, Error> {
+        let rows = entities.num_rows();
+        let sources = locate_key_columns(plan, entities)?;
+        let mut coerced = Vec::with_capacity(plan.key_columns.len());
+        for (key, &source) in plan.key_columns.iter().zip(&sources) {
+            let (name, values) = &entities.columns()[source];
+            let values = values
+                .iter()
+                .enumerate()
+                .map(|(row, json)| {
+                    coerce_entity_value(json, key.ty).map_err(|source| {
+                        OnlineRequestError::InvalidEntityValue {
+                            column: name.clone(),
+                            row,
+                            source,
+                        }
+                    })
+                })
+                .collect::<Result<Vec<Value>, _>>()?;
+            coerced.push(values);
+        }
+
+        let feature_count: usize = plan.views.iter().map(|v| v.features.len()).sum();
+        let mut response = OnlineResponse {
+            feature_names: Vec::with_capacity(entities.columns().len() + feature_count),
+            results: Vec::with_capacity(entities.columns().len() + feature_count),
+        };
+        if rows == 0 {
+            echo_join_keys(entities, &sources, coerced, &mut response);
+            for view in &plan.views {
+                for output in &view.outputs {
+                    response.feature_names.push(output.clone());
+                    response.results.push(FeatureVector::default());
+                }
+            }
+            return Ok(response);
+        }
+
+        let keys = self.serialize_keys(plan, &coerced, rows)?;
+        let indexes: Vec<KeyIndex<'_>> = (0..plan.views.len())
+            .map(|v| {
+                KeyIndex::new((v * rows..(v + 1) * rows).map(|i| keys.get(i).unwrap_or_default()))
+            })
+            .collect();
+        let features: Vec<Vec<&str>> = plan
+            .views
+            .iter()
+            .map(|v| v.features.iter().map(String::as_str).collect())
+            .collect();
+        let requests: Vec<ReadRequest<'_>> = plan
+            .views
+            .iter()
+            .zip(&indexes)
+            .zip(&features)
+            .map(|((view, index), features)| ReadRequest {
+                table: &view.table,
+                keys: index.unique(),
+                features,
+            })
+            .collect();
+        let batches = self.store.read_many(&requests).await?;
+        if batches.len() != plan.views.len() {
+            return Err(internal(format!(
+                "read_many returned {} results for {} views",
+                batches.len(),
+                plan.views.len()
+            )));
+        }
+
+        echo_join_keys(entities, &sources, coerced, &mut response);
+        let now = now.timestamp_micros();
+        for ((view, index), batch) in plan.views.iter().zip(&indexes).zip(&batches) {
+            assemble_view(view, index, batch, now, &mut response)?;
+        }
+        Ok(response)
+    }
+
+    /// The entity key of every row for every view, view after view (`rows` keys each).
+    fn serialize_keys(
+        &self,
+        plan: &OnlinePlan,
+        coerced: &[Vec<Value>],
+        rows: usize,
+    ) -> Result<ByteRows, Error> {
+        let mut arrays: Vec<Option<ArrayRef>> = vec![None; plan.key_columns.len()];
+        let mut keys =
+            ByteRows::with_capacity(rows * plan.views.len(), rows * plan.views.len() * 32);
+        let mut dummy = Vec::new();
+        for view in &plan.views {
+            let key_error = |source| OnlineRequestError::EntityKey {
+                view: view.table.view.clone(),
+                source,
+            };
+            if view.join_keys.is_empty() {
+                // Feast keys every row of an entity-less view as `{__dummy_id: ""}`.
+                if dummy.is_empty() {
+                    serialize_single_key_into(
+                        DUMMY_JOIN_KEY,
+                        &Value::string(""),
+                        self.key_version,
+                        &mut dummy,
+                    )
+                    .map_err(key_error)?;
+                }
+                for _ in 0..rows {
+                    keys.push_with(|buf| buf.extend_from_slice(&dummy));
+                }
+                continue;
+            }
+            let mut columns = Vec::with_capacity(view.key_columns.len());
+            let mut types = Vec::with_capacity(view.key_columns.len());
+            for &k in &view.key_columns {
+                let ty = plan.key_columns[k].ty;
+                let array = match &arrays[k] {
+                    Some(array) => array.clone(),
+                    None => {
+                        let array =
+                            array_from_values(coerced[k].iter().map(Some), ValueType::Scalar(ty))
+                                .map_err(key_error)?;
+                        arrays[k] = Some(array.clone());
+                        array
+                    }
+                };
+                columns.push(array);
+                types.push(ty);
+            }
+            let names: Vec<&str> = view.join_keys.iter().map(String::as_str).collect();
+            serialize_key_columns_into(&names, &columns, &types, self.key_version, &mut keys)
+                .map_err(key_error)?;
+        }
+        Ok(keys)
+    }
+}
+
+/// The response's first columns: each entity column that is a join key, in request order,
+/// holding the values as read (coerced), `PRESENT` at the epoch.
+fn echo_join_keys(
+    entities: &EntityColumns,
+    sources: &[usize],
+    coerced: Vec<Vec<Value>>,
+    response: &mut OnlineResponse,
+) {
+    let mut coerced: Vec<Option<Vec<Value>>> = coerced.into_iter().map(Some).collect();
+    for (i, (name, _)) in entities.columns().iter().enumerate() {
+        // The first plan column read from entity column i (a column that two views type
+        // differently is echoed as the first view reads it).
+        let Some(key) = sources.iter().position(|&s| s == i) else {
+            continue;
+        };
+        let values = coerced[key].take().unwrap_or_default();
+        let rows = values.len();
+        response.feature_names.push(name.clone());
+        response.results.push(FeatureVector {
+            values,
+            statuses: vec![FieldStatus::Present; rows],
+            event_timestamps: vec![0; rows],
+        });
+    }
+}
+
+/// For each plan key column, the index of the entity column holding it; an error naming
+/// the first view whose join keys are not all given.
+fn locate_key_columns(plan: &OnlinePlan, entities: &EntityColumns) -> Result<Vec<usize>, Error> {
+    let found: Vec<Option<usize>> = plan
+        .key_columns
+        .iter()
+        .map(|k| entities.columns().iter().position(|(n, _)| *n == k.column))
+        .collect();
+    for view in &plan.views {
+        let missing: Vec<String> = view
+            .key_columns
+            .iter()
+            .filter(|&&k| found[k].is_none())
+            .map(|&k| plan.key_columns[k].column.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(OnlineRequestError::MissingJoinKeys {
+                view: view.table.view.clone(),
+                missing,
+            }
+            .into());
+        }
+    }
+    found
+        .into_iter()
+        .zip(&plan.key_columns)
+        .map(|(f, k)| {
+            f.ok_or_else(|| internal(format!("join key column `{}` of no view", k.column)))
+        })
+        .collect()
+}
+
+/// Appends one column per requested feature of `view`, fanning the read rows (one per
+/// distinct key) back out to the entity rows.
+fn assemble_view(
+    view: &PlanView,
+    index: &KeyIndex<'_>,
+    batch: &RecordBatch,
+    now: i64,
+    response: &mut OnlineResponse,
+) -> Result<(), Error> {
+    let unique = index.unique().len();
+    if batch.num_rows() != unique || batch.num_columns() != view.features.len() + 1 {
+        return Err(internal(format!(
+            "the read of view `{}` returned {} rows and {} columns, expected {unique} and {}",
+            view.table.view,
+            batch.num_rows(),
+            batch.num_columns(),
+            view.features.len() + 1
+        )));
+    }
+    let event_ts = batch
+        .column(0)
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| {
+            internal(format!(
+                "the read of view `{}` has no µs event times",
+                view.table.view
+            ))
+        })?;
+    let slots = index.slots();
+    let mut uses = vec![0u32; unique];
+    for &slot in slots {
+        uses[slot] += 1;
+    }
+    let mut left = Vec::with_capacity(unique);
+    let mut cells: Vec<(Value, FieldStatus, i64)> = Vec::with_capacity(unique);
+    for (f, (feature, output)) in view.features.iter().zip(&view.outputs).enumerate() {
+        let column: &BinaryArray = batch.column(f + 1).as_binary_opt::<i32>().ok_or_else(|| {
+            internal(format!(
+                "the read of `{}:{feature}` is not a binary column",
+                view.table.view
+            ))
+        })?;
+        cells.clear();
+        for u in 0..unique {
+            cells.push(cell(
+                view,
+                feature,
+                event_ts.is_valid(u).then(|| event_ts.value(u)),
+                column,
+                u,
+                now,
+            )?);
+        }
+        left.clear();
+        left.extend_from_slice(&uses);
+        let mut vector = FeatureVector::with_capacity(slots.len());
+        for &slot in slots {
+            left[slot] -= 1;
+            let (value, status, ts) = &mut cells[slot];
+            let value = if left[slot] == 0 {
+                std::mem::take(value)
+            } else {
+                value.clone()
+            };
+            vector.push(value, *status, *ts);
+        }
+        response.feature_names.push(output.clone());
+        response.results.push(vector);
+    }
+    Ok(())
+}
+
+/// The value, status and event time of one stored cell.
+fn cell(
+    view: &PlanView,
+    feature: &str,
+    event_ts: Option<i64>,
+    column: &BinaryArray,
+    row: usize,
+    now: i64,
+) -> Result<(Value, FieldStatus, i64), Error> {
+    let Some(event_ts) = event_ts else {
+        return Ok((Value::default(), FieldStatus::NotFound, 0));
+    };
+    if column.is_null(row) {
+        return Ok((Value::default(), FieldStatus::NotFound, 0));
+    }
+    let bytes = column.value(row);
+    if bytes.is_empty() {
+        return Ok((Value::default(), FieldStatus::NullValue, event_ts));
+    }
+    let value = Value::from_bytes(bytes).map_err(|e| {
+        Error::Online(OnlineError::Corrupt {
+            message: format!(
+                "feature `{}:{feature}` holds bytes that are not a feast.types.Value: {e}",
+                view.table.view
+            ),
+        })
+    })?;
+    if value.is_null() {
+        return Ok((Value::default(), FieldStatus::NullValue, event_ts));
+    }
+    let outside = view.ttl_micros > 0 && now.saturating_sub(event_ts) > view.ttl_micros;
+    let status = if outside {
+        FieldStatus::OutsideMaxAge
+    } else {
+        FieldStatus::Present
+    };
+    Ok((value, status, event_ts))
+}
+
+fn internal(message: String) -> Error {
+    Error::Online(OnlineError::Internal { message })
+}
