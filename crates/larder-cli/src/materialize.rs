@@ -195,9 +195,15 @@ impl Display {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let width = views.iter().map(|v| v.view.len()).max().unwrap_or(0);
         let style = ProgressStyle::with_template(&format!(
-            "{{prefix:<{width}}} [{{bar:30}}] {{human_pos}}/{{human_len}} rows read ({{per_sec}}, ETA {{eta}}) {{msg}}"
+            "{{prefix:<{width}}} [{{bar:30}}] {{human_pos}}/{{human_len}} rows read ({{rate}}, ETA {{eta}}) {{msg}}"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} rows/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ");
         let bars = views
             .iter()
