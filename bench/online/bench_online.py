@@ -185,7 +185,8 @@ def report(R: dict):
         f = o.get("feast")
         lines.append(f"| get_online_features {n} entities x 15 features, p50 / p99 (ms) | "
                      f"{o['larder']['p50_ms']:.3f} / {o['larder']['p99_ms']:.3f} | "
-                     + (f"{f['p50_ms']:.3f} / {f['p99_ms']:.3f} | {f['p99_ms'] / o['larder']['p99_ms']:.0f}x lower p99 |"
+                     + (f"{f['p50_ms']:.3f} / {f['p99_ms']:.3f} | p50 {f['p50_ms'] / o['larder']['p50_ms']:.1f}x, "
+                           f"p99 {f['p99_ms'] / o['larder']['p99_ms']:.1f}x (Feast / Larder) |"
                         if f else "not run | |"))
     lines += [
         "",
@@ -194,6 +195,9 @@ def report(R: dict):
         "on an emptied SQLite store. Online reads: Larder's Rust API (`get_online_features` with a plan built once,",
         "`crates/larder/examples/online_latency.rs`), Feast's Python SDK (`.to_dict()`), each call a different",
         "entity set from `$BENCHDATA/requests/sdk_requests_{1,100}.jsonl` (100 warm-up calls, then the measured ones).",
+        "",
+        "Contention: the run records, per measurement, the CPU share other processes used (`raw[]._contention`",
+        "in results.json, from the peer's quiet-machine gate); compare only runs with little of it.",
         "",
         "Targets (issue 4): materialize >= 20x faster than Feast with peak RSS <= 300 MB, and the same peak at 10x",
         "the data; 100 entities x 15 features p99 <= 0.5 ms.",
