@@ -5,6 +5,7 @@ mod errors;
 mod harness;
 mod latest;
 mod latest_oracle;
+mod latest_partial;
 mod latest_spill;
 mod oracle;
 mod spill;

@@ -5,14 +5,17 @@
 //! sorted by the keys, then ascending by whatever decides which row wins (event time, then
 //! created time), so that the winner of each key is the last row of its run.
 //! [`plan_last_per_key`] builds exactly that: a hash `RepartitionExec` and a spilling
-//! `SortExec` per partition below the operator.
+//! `SortExec` per partition below the operator, with a [`PartialLatestExec`] in front that
+//! drops, within a bounded memory share, the rows that already lost, so the sort sees few
+//! rows per key.
 //!
 //! The operator streams. For each input batch it marks the rows whose key differs from the
 //! next row's with arrow's `distinct` kernel, one vectorized comparison per key column, and
 //! copies the marked rows into a [`BatchCoalescer`]. The batch's last row is held back (as a
 //! one-row slice) until the next batch shows whether its run goes on. Memory is one input
 //! batch plus one output batch of at most the session batch size, whatever the input size.
-//! Rows with a null key must be filtered out before: nulls compare equal here.
+//! A null key is a key of its own (nulls compare equal); materialization reads drop such rows
+//! before.
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,6 +45,10 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::rownum::only_child;
+
+mod partial;
+
+pub use partial::PartialLatestExec;
 
 /// The last row of each key run of a sorted input; see the module documentation.
 #[derive(Debug)]
@@ -283,11 +290,12 @@ fn key_changes(a: &ArrayRef, b: &ArrayRef) -> Result<BooleanBuffer> {
     Ok(changed.values().clone())
 }
 
-/// Puts `input` in the shape [`LastPerKeyExec`] needs and deduplicates it: a hash
-/// repartition on `keys` into `partitions` partitions, a spilling sort by (keys, `order`)
-/// in each, then the operator. Within a key, the row greatest by the `order` columns
-/// (ascending, nulls first: a null loses to any value) comes out. Without keys, the single
-/// greatest row comes out, found by a top-1 sort instead of a full one.
+/// Puts `input` in the shape [`LastPerKeyExec`] needs and deduplicates it: a
+/// [`PartialLatestExec`] (when the `order` columns are timestamps, dates or integers), a
+/// hash repartition on `keys` into `partitions` partitions, a spilling sort by (keys,
+/// `order`) in each, then the operator. Within a key, the row greatest by the `order`
+/// columns (ascending, nulls first: a null loses to any value) comes out. Without keys, the
+/// single greatest row comes out, found by a top-1 sort instead of a full one.
 pub fn plan_last_per_key(
     input: Arc<dyn ExecutionPlan>,
     keys: Vec<usize>,
@@ -318,6 +326,18 @@ pub fn plan_last_per_key(
             Arc::new(SortExec::new(ordering, single).with_fetch(Some(1)));
         return Ok(Arc::new(LastPerKeyExec::try_new(top, keys)?));
     }
+    let input: Arc<dyn ExecutionPlan> = if order
+        .iter()
+        .all(|&i| partial::ranks_as_integer(schema.field(i).data_type()))
+    {
+        Arc::new(PartialLatestExec::try_new(
+            input,
+            keys.clone(),
+            order.to_vec(),
+        )?)
+    } else {
+        input
+    };
     let hash = keys.iter().map(|&i| column(&schema, i)).collect();
     let repartitioned: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
         input,
