@@ -125,9 +125,10 @@ impl FileOfflineStore {
         // Keep each file in one scan partition so entity rows keep their order.
         config.options_mut().optimizer.repartition_file_scans = partitions > 1;
         // Every sort holds this much back for merging its spilled runs; the default
-        // (10 MB) alone would not fit a small limit shared by several sorts.
+        // (10 MB) alone would not fit a small limit shared by several sorts, and much less
+        // (limit / 32 was tried) lets concurrent merges exhaust a small pool.
         config.options_mut().execution.sort_spill_reservation_bytes =
-            (limit / 32).clamp(64 << 10, 10 << 20);
+            (limit / 8).clamp(64 << 10, 10 << 20);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
