@@ -456,7 +456,11 @@ fn online_tables(repo: &Path) -> Vec<String> {
     if !db.exists() {
         return Vec::new();
     }
-    let conn = rusqlite::Connection::open(db).expect("open online store");
+    table_names(&rusqlite::Connection::open(db).expect("open online store"))
+}
+
+/// The tables of a SQLite database, sorted by name.
+fn table_names(conn: &rusqlite::Connection) -> Vec<String> {
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("query");
@@ -760,16 +764,7 @@ type OnlineRow = (String, Vec<u8>, i64, Option<i64>, Vec<u8>);
 fn online_rows(db: &Path) -> Vec<OnlineRow> {
     let conn = rusqlite::Connection::open(db).expect("open online store");
     let mut rows = Vec::new();
-    let tables: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .expect("query");
-        stmt.query_map([], |row| row.get(0))
-            .expect("rows")
-            .map(|r| r.expect("name"))
-            .collect()
-    };
-    for table in tables {
+    for table in table_names(&conn) {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT entity_key, event_ts, created_ts, payload FROM \"{table}\" ORDER BY entity_key"
