@@ -1,0 +1,1 @@
+//! The Larder feature server: Feast's HTTP API over a `FeatureStore`.
