@@ -103,7 +103,7 @@ impl OnlineStore for SqliteOnlineStore {
         let received = rows.len();
         let written = self
             .pool
-            .run(move |conn| write_rows(conn, &name, &features, &writer, &rows))
+            .run_write(move |conn| write_rows(conn, &name, &features, &writer, &rows))
             .await?;
         tracing::debug!(view = %table.view, rows = received, written, "sqlite online write");
         Ok(written)
@@ -155,7 +155,7 @@ impl OnlineStore for SqliteOnlineStore {
         let (keep, delete) = (names(keep), names(delete));
         let _write = self.write_lock.lock().await;
         self.pool
-            .run(move |conn| {
+            .run_write(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(|e| sqlite_error(e, "(schema update)"))?;
@@ -180,7 +180,7 @@ impl OnlineStore for SqliteOnlineStore {
             .collect();
         let _write = self.write_lock.lock().await;
         self.pool
-            .run(move |conn| {
+            .run_write(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(|e| sqlite_error(e, "(teardown)"))?;
@@ -204,7 +204,9 @@ fn write_rows(
 ) -> Result<u64, OnlineError> {
     let err = |e| sqlite_error(e, name);
     let quoted = quote_ident(name);
-    let winners = rows.newest_per_key();
+    let mut winners = rows.newest_per_key();
+    // In key order, consecutive upserts land on the same or the next B-tree page.
+    winners.sort_unstable_by_key(|&row| rows.key(row));
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;

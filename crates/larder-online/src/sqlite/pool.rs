@@ -3,6 +3,12 @@
 //! SQLite calls block, so every use runs in `tokio::task::spawn_blocking`. A semaphore
 //! bounds the connections in use; idle ones wait in a `Vec` and are opened lazily up to
 //! the pool size. A connection whose task panicked is dropped, not returned.
+//!
+//! Writes use one more connection of their own, without the memory map: pages a write
+//! touches then go through SQLite's bounded page cache instead of being mapped into the
+//! process, so a materialization's resident memory does not grow with the file (mapped
+//! pages count as resident once touched). Reads keep the map, which saves a system call per
+//! page.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +33,13 @@ pub(crate) struct Pool {
 struct Shared {
     config: SqliteConfig,
     idle: Mutex<Vec<Connection>>,
+    /// The write connection, opened on first use.
+    writer: Mutex<Option<Connection>>,
 }
+
+/// Page cache of the write connection (SQLite's unit: negative = KiB): large enough for the
+/// interior pages of a big table and a write batch's leaves.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 impl Pool {
     /// Opens the first connection now (so a bad path fails here), the rest on demand.
@@ -40,6 +52,7 @@ impl Pool {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 idle: Mutex::new(idle),
+                writer: Mutex::new(None),
             }),
             permits: Arc::new(Semaphore::new(size)),
         })
@@ -65,6 +78,27 @@ impl Pool {
             let out = work(&mut conn);
             shared.give_back(conn);
             out
+        });
+        task.await
+            .map_err(|e| OnlineError::internal(format!("an SQLite task failed: {e}")))?
+    }
+}
+
+impl Pool {
+    /// Runs `work` on the write connection in a blocking task (one write at a time).
+    pub(crate) async fn run_write<R, F>(&self, work: F) -> Result<R, OnlineError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, OnlineError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = match writer.as_mut() {
+                Some(conn) => conn,
+                None => writer.insert(open_writer(&shared.config)?),
+            };
+            work(conn)
         });
         task.await
             .map_err(|e| OnlineError::internal(format!("an SQLite task failed: {e}")))?
@@ -125,6 +159,17 @@ fn open_connection(config: &SqliteConfig, first: bool) -> Result<Connection, Onl
     )
     .map_err(|e| open_error(path, e))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The write connection: no memory map, a larger page cache.
+fn open_writer(config: &SqliteConfig) -> Result<Connection, OnlineError> {
+    let conn = open_connection(config, false)?;
+    let path = &config.path;
+    conn.pragma_update(None, "mmap_size", 0)
+        .map_err(|e| open_error(path, e))?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .map_err(|e| open_error(path, e))?;
     Ok(conn)
 }
 
