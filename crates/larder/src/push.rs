@@ -1,0 +1,708 @@
+//! Push: rows that a stream job sends straight to the feature store (Feast's `push`,
+//! feast-behaviour.md §9, DESIGN.md §3), and Feast's legacy `write_to_online_store`.
+//!
+//! A push names a push source. Online, the rows are written newest-wins to every online
+//! feature view whose source is that push source; offline, they are appended to the push
+//! source's batch source (a new file for a file source, never a rewrite). Every column is
+//! converted and checked before anything is written, so a bad request writes nothing.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use larder_materialize::convert::WriteBatchEncoder;
+use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
+use larder_online::{ViewTable, timestamp_type};
+use larder_spec::{DataSource, Definitions, FeatureView, SourceKind};
+use larder_types::feast::{Value, array_from_values, coerce_entity_value};
+use larder_types::{ScalarType, ValueType};
+use serde_json::Value as Json;
+
+use crate::error::Error;
+use crate::online::EntityColumns;
+use crate::store::FeatureStore;
+
+/// Where pushed rows go (Feast's `PushMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PushMode {
+    #[default]
+    Online,
+    Offline,
+    OnlineAndOffline,
+}
+
+impl PushMode {
+    pub fn online(self) -> bool {
+        matches!(self, PushMode::Online | PushMode::OnlineAndOffline)
+    }
+    pub fn offline(self) -> bool {
+        matches!(self, PushMode::Offline | PushMode::OnlineAndOffline)
+    }
+}
+
+impl FromStr for PushMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "online" => Ok(PushMode::Online),
+            "offline" => Ok(PushMode::Offline),
+            "online_and_offline" => Ok(PushMode::OnlineAndOffline),
+            other => Err(format!(
+                "`to` is `{other}`; expected `online`, `offline` or `online_and_offline`"
+            )),
+        }
+    }
+}
+
+/// What a push wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Rows written online, per feature view (each view gets every row).
+    pub online: Vec<(String, u64)>,
+    /// Rows appended offline and where they went.
+    pub offline: Option<(u64, String)>,
+    /// The latest event time pushed (µs since the epoch), when there were rows.
+    pub max_event_micros: Option<i64>,
+}
+
+/// The columns of the batch source a push or online write reads its times from.
+struct TimeColumns<'a> {
+    timestamp: &'a str,
+    created: Option<&'a str>,
+    /// Source column → feature/entity name.
+    field_mapping: Option<&'a BTreeMap<String, String>>,
+}
+
+fn time_columns(source: &DataSource) -> Option<TimeColumns<'_>> {
+    match &source.kind {
+        SourceKind::File(f) => Some(TimeColumns {
+            timestamp: &f.timestamp_field,
+            created: f.created_timestamp_column.as_deref(),
+            field_mapping: Some(&f.field_mapping),
+        }),
+        SourceKind::Postgres(p) => Some(TimeColumns {
+            timestamp: &p.timestamp_field,
+            created: p.created_timestamp_column.as_deref(),
+            field_mapping: Some(&p.field_mapping),
+        }),
+        SourceKind::Push(_) | SourceKind::Request(_) => None,
+    }
+}
+
+fn invalid(source_name: &str, message: impl Into<String>) -> Error {
+    Error::InvalidPush {
+        target: source_name.to_string(),
+        message: message.into(),
+    }
+}
+
+impl FeatureStore {
+    /// Pushes rows given as JSON columns (`{"driver_id": [1001], ...}`, the `df` of Feast's
+    /// `/push` body) to the push source `source_name`, resolved against `defs` (a server
+    /// passes its registry snapshot; [`FeatureStore::applied_definitions`] otherwise).
+    ///
+    /// Online: the columns must hold the join keys and features of every online view fed by
+    /// the source, and the batch source's timestamp field (names as in the batch source,
+    /// before `field_mapping`); other columns are ignored, as Feast does. Offline: the
+    /// column set must equal the batch source's columns exactly. Values are read as the
+    /// declared types (offline: as the stored types); times as RFC 3339 or
+    /// `YYYY-MM-DD HH:MM:SS[.f][+HH:MM]` strings (no offset: UTC) or numbers of seconds.
+    ///
+    /// Errors: [`Error::PushSourceNotFound`] for an unknown source; [`Error::InvalidPush`]
+    /// for a source that is not a push source or feeds no view, missing or extra columns,
+    /// and values that do not fit; store errors.
+    pub async fn push(
+        &self,
+        defs: &Definitions,
+        source_name: &str,
+        columns: &EntityColumns,
+        to: PushMode,
+    ) -> Result<PushReport, Error> {
+        let Some(source) = defs.data_sources.get(source_name) else {
+            return Err(Error::PushSourceNotFound {
+                source_name: source_name.to_string(),
+                project: defs.project.name.clone(),
+            });
+        };
+        let SourceKind::Push(push) = &source.kind else {
+            return Err(invalid(
+                source_name,
+                format!(
+                    "data source `{source_name}` is a {} source, not a push source",
+                    source.kind.type_name()
+                ),
+            ));
+        };
+        let views: Vec<&FeatureView> = defs
+            .feature_views
+            .values()
+            .filter(|v| v.source.as_str() == source_name)
+            .collect();
+        if views.is_empty() {
+            return Err(invalid(
+                source_name,
+                format!("push source `{source_name}` feeds no feature view"),
+            ));
+        }
+        let batch_source = defs
+            .data_sources
+            .get(push.batch_source.as_str())
+            .ok_or_else(|| {
+                invalid(
+                    source_name,
+                    format!(
+                        "batch source `{}` of push source `{source_name}` is not in the registry",
+                        push.batch_source
+                    ),
+                )
+            })?;
+        let times = time_columns(batch_source).ok_or_else(|| {
+            invalid(
+                source_name,
+                format!(
+                    "batch source `{}` is a {} source and has no timestamp field",
+                    batch_source.name,
+                    batch_source.kind.type_name()
+                ),
+            )
+        })?;
+
+        // Convert everything before writing anything.
+        let mut online = Vec::new();
+        let mut max_event_micros = None;
+        if to.online() {
+            for view in views.iter().filter(|v| v.online) {
+                let (table, batch, max_ts) =
+                    self.online_batch(view, columns, &times, source_name)?;
+                max_event_micros = max_event_micros.max(max_ts);
+                online.push((table, batch));
+            }
+        }
+        let offline = if to.offline() {
+            let store = self.offline_store()?;
+            let schema = store.source_schema(batch_source).await?;
+            let batch = offline_batch(&schema, columns, source_name, batch_source.name.as_str())?;
+            if let Some(ts) = columns.column(times.timestamp) {
+                let micros = parse_times(ts, times.timestamp, source_name)?;
+                max_event_micros = max_event_micros.max(micros.iter().flatten().copied().max());
+            }
+            Some((store, batch))
+        } else {
+            None
+        };
+
+        let mut report = PushReport {
+            max_event_micros,
+            ..PushReport::default()
+        };
+        if !online.is_empty() {
+            let store = self.writable_online_store()?;
+            for (table, batch) in online {
+                let rows = batch.num_rows() as u64;
+                store.write_batch(&table, batch).await?;
+                report.online.push((table.view, rows));
+            }
+        }
+        if let Some((store, batch)) = offline {
+            let appended = store.append(batch_source, batch).await?;
+            report.offline = Some((appended.rows, appended.location));
+        }
+        Ok(report)
+    }
+
+    /// Feast's legacy `write_to_online_store`: rows of one feature view (its join keys,
+    /// features and event times, as columns) written newest-wins to the online store.
+    /// The event time is read from the batch source's timestamp field, else from
+    /// `event_timestamp`; the created time from its created column, else `created` (both
+    /// names Feast's remote online store sends). Returns the rows written.
+    ///
+    /// Errors: [`Error::FeatureViewNotFound`]; [`Error::InvalidPush`] for missing columns
+    /// and values that do not fit; store errors.
+    pub async fn write_to_online_store(
+        &self,
+        defs: &Definitions,
+        view_name: &str,
+        columns: &EntityColumns,
+    ) -> Result<u64, Error> {
+        let view = defs
+            .feature_views
+            .get(view_name)
+            .ok_or_else(|| Error::FeatureViewNotFound {
+                view: view_name.to_string(),
+                project: defs.project.name.clone(),
+            })?;
+        let source = defs.data_sources.get(view.batch_source.as_str());
+        let declared = source.and_then(time_columns);
+        let timestamp = declared
+            .as_ref()
+            .map(|t| t.timestamp)
+            .filter(|t| columns.column(t).is_some())
+            .unwrap_or("event_timestamp");
+        let created = declared
+            .as_ref()
+            .and_then(|t| t.created)
+            .filter(|c| columns.column(c).is_some())
+            .or_else(|| columns.column("created").map(|_| "created"));
+        let times = TimeColumns {
+            timestamp,
+            created,
+            field_mapping: declared.as_ref().and_then(|t| t.field_mapping),
+        };
+        let (table, batch, _) = self.online_batch(view, columns, &times, view_name)?;
+        let rows = batch.num_rows() as u64;
+        self.writable_online_store()?
+            .write_batch(&table, batch)
+            .await?;
+        Ok(rows)
+    }
+
+    fn writable_online_store(&self) -> Result<Arc<dyn larder_online::OnlineStore>, Error> {
+        self.online_store()?.ok_or_else(|| Error::Unsupported {
+            what: "writing online features without an online store this build can write".into(),
+            hint: "configure `online_store: {type: sqlite}` in feature_store.yaml".into(),
+        })
+    }
+
+    /// The online write batch of `view` from JSON columns, with the latest event time.
+    fn online_batch(
+        &self,
+        view: &FeatureView,
+        columns: &EntityColumns,
+        times: &TimeColumns<'_>,
+        target: &str,
+    ) -> Result<(ViewTable, RecordBatch, Option<i64>), Error> {
+        let source_column = |name: &str| -> String {
+            times
+                .field_mapping
+                .and_then(|m| m.iter().find(|(_, to)| to.as_str() == name))
+                .map_or_else(|| name.to_string(), |(from, _)| from.clone())
+        };
+        let rows = columns.num_rows();
+        let mut fields = Vec::with_capacity(view.entity_columns.len() + view.features.len() + 2);
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
+        let mut typed = |field: &larder_spec::Field, role: &str| -> Result<(), Error> {
+            let column = source_column(field.name.as_str());
+            let values = columns.column(&column).ok_or_else(|| {
+                invalid(
+                    target,
+                    format!(
+                        "no column `{column}` ({role} of feature view `{}`); the columns are {}",
+                        view.name,
+                        names(columns)
+                    ),
+                )
+            })?;
+            let array = json_array(values, field.dtype)
+                .map_err(|e| invalid(target, format!("column `{column}`: {e}")))?;
+            fields.push(Field::new(
+                field.name.as_str(),
+                array.data_type().clone(),
+                true,
+            ));
+            arrays.push(array);
+            Ok(())
+        };
+        for key in &view.entity_columns {
+            typed(key, "join key")?;
+        }
+        let event = columns.column(times.timestamp).ok_or_else(|| {
+            invalid(
+                target,
+                format!(
+                    "no column `{}` (the event timestamp of feature view `{}`); the columns are {}",
+                    times.timestamp,
+                    view.name,
+                    names(columns)
+                ),
+            )
+        })?;
+        let event = parse_times(event, times.timestamp, target)?;
+        if let Some(row) = event.iter().position(Option::is_none) {
+            return Err(invalid(
+                target,
+                format!("column `{}` is null at row {row}", times.timestamp),
+            ));
+        }
+        let max_ts = event.iter().flatten().copied().max();
+        let created = match times
+            .created
+            .and_then(|c| columns.column(c).map(|v| (c, v)))
+        {
+            Some((name, values)) => parse_times(values, name, target)?,
+            None => vec![None; rows],
+        };
+        fields.push(Field::new(LATEST_EVENT_TS, timestamp_type(), false));
+        arrays.push(Arc::new(
+            TimestampMicrosecondArray::from(event).with_timezone("UTC"),
+        ));
+        fields.push(Field::new(LATEST_CREATED_TS, timestamp_type(), true));
+        arrays.push(Arc::new(
+            TimestampMicrosecondArray::from(created).with_timezone("UTC"),
+        ));
+        let mut typed = |field: &larder_spec::Field| -> Result<(), Error> {
+            let column = source_column(field.name.as_str());
+            let values = columns.column(&column).ok_or_else(|| {
+                invalid(
+                    target,
+                    format!(
+                        "no column `{column}` (feature of feature view `{}`); the columns are {}",
+                        view.name,
+                        names(columns)
+                    ),
+                )
+            })?;
+            let array = json_array(values, field.dtype)
+                .map_err(|e| invalid(target, format!("column `{column}`: {e}")))?;
+            fields.push(Field::new(
+                field.name.as_str(),
+                array.data_type().clone(),
+                true,
+            ));
+            arrays.push(array);
+            Ok(())
+        };
+        for feature in &view.features {
+            typed(feature)?;
+        }
+        let latest = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| invalid(target, format!("cannot assemble the rows: {e}")))?;
+        let encoder = WriteBatchEncoder::new(view, self.key_version())
+            .map_err(|e| invalid(target, e.to_string()))?;
+        let batch = encoder
+            .encode(&latest)
+            .map_err(|e| invalid(target, e.to_string()))?;
+        let table = ViewTable::new(
+            self.project(),
+            view.name.as_str(),
+            view.features.iter().map(|f| f.name.as_str()),
+        );
+        Ok((table, batch, max_ts))
+    }
+}
+
+fn names(columns: &EntityColumns) -> String {
+    let names: Vec<String> = columns
+        .columns()
+        .iter()
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The offline batch: exactly the stored columns, in stored order, with stored types.
+fn offline_batch(
+    schema: &Schema,
+    columns: &EntityColumns,
+    target: &str,
+    batch_source: &str,
+) -> Result<RecordBatch, Error> {
+    let missing: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| columns.column(f.name()).is_none())
+        .map(|f| format!("`{}`", f.name()))
+        .collect();
+    let extra: Vec<String> = columns
+        .columns()
+        .iter()
+        .filter(|(n, _)| schema.field_with_name(n).is_err())
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing {}", missing.join(", ")));
+        }
+        if !extra.is_empty() {
+            parts.push(format!("not in the source {}", extra.join(", ")));
+        }
+        return Err(invalid(
+            target,
+            format!(
+                "an offline push needs exactly the columns of batch source `{batch_source}`: {}",
+                parts.join("; ")
+            ),
+        ));
+    }
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let values = columns.column(field.name()).unwrap_or_default();
+        let array = json_array_as(values, field.data_type())
+            .map_err(|e| invalid(target, format!("column `{}`: {e}", field.name())))?;
+        if !field.is_nullable() && array.null_count() > 0 {
+            return Err(invalid(
+                target,
+                format!(
+                    "column `{}` holds nulls, which batch source `{batch_source}` does not allow",
+                    field.name()
+                ),
+            ));
+        }
+        fields.push(field.as_ref().clone());
+        arrays.push(array);
+    }
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(columns.num_rows())),
+    )
+    .map_err(|e| invalid(target, format!("cannot assemble the rows: {e}")))
+}
+
+/// JSON values read as a Larder type (Arrow type `dtype.arrow_type()`).
+fn json_array(values: &[Json], dtype: ValueType) -> Result<ArrayRef, String> {
+    if dtype == ValueType::Scalar(ScalarType::UnixTimestamp) {
+        return json_array_as(values, &dtype.arrow_type());
+    }
+    let scalar = match dtype {
+        ValueType::Scalar(s) | ValueType::Array(s) => s,
+    };
+    let mut parsed: Vec<Option<Value>> = Vec::with_capacity(values.len());
+    for (row, json) in values.iter().enumerate() {
+        let value = match (json, dtype) {
+            (Json::Null, _) => None,
+            (Json::Array(items), ValueType::Array(_)) => {
+                let items = items
+                    .iter()
+                    .map(|item| coerce_item(item, scalar))
+                    .collect::<Result<Vec<Value>, String>>()
+                    .map_err(|e| format!("row {row}: {e}"))?;
+                Some(list_value(items, scalar))
+            }
+            (_, ValueType::Array(_)) => {
+                return Err(format!("row {row}: expected a list of {}", scalar.name()));
+            }
+            (_, ValueType::Scalar(_)) => {
+                Some(coerce_item(json, scalar).map_err(|e| format!("row {row}: {e}"))?)
+            }
+        };
+        parsed.push(value);
+    }
+    array_from_values(parsed.iter().map(Option::as_ref), dtype).map_err(|e| e.to_string())
+}
+
+fn coerce_item(json: &Json, ty: ScalarType) -> Result<Value, String> {
+    if ty == ScalarType::UnixTimestamp {
+        let micros = parse_time_json(json)?;
+        return Ok(Value::unix_timestamp(micros.div_euclid(1_000_000)));
+    }
+    coerce_entity_value(json, ty).map_err(|e| e.to_string())
+}
+
+/// A list `Value` of scalar items.
+fn list_value(items: Vec<Value>, ty: ScalarType) -> Value {
+    use larder_types::feast::Val;
+    let mut out = Value::default();
+    macro_rules! collect {
+        ($variant:ident, $list:ident, $item:ident) => {{
+            let val = items
+                .into_iter()
+                .filter_map(|v| match v.val {
+                    Some(Val::$item(x)) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            out.val = Some(Val::$variant(larder_types::feast::$list { val }));
+        }};
+    }
+    match ty {
+        ScalarType::Bytes => collect!(BytesListVal, BytesList, BytesVal),
+        ScalarType::String => collect!(StringListVal, StringList, StringVal),
+        ScalarType::Int32 => collect!(Int32ListVal, Int32List, Int32Val),
+        ScalarType::Int64 => collect!(Int64ListVal, Int64List, Int64Val),
+        ScalarType::Float64 => collect!(DoubleListVal, DoubleList, DoubleVal),
+        ScalarType::Float32 => collect!(FloatListVal, FloatList, FloatVal),
+        ScalarType::Bool => collect!(BoolListVal, BoolList, BoolVal),
+        ScalarType::UnixTimestamp => {
+            collect!(UnixTimestampListVal, Int64List, UnixTimestampVal)
+        }
+    }
+    out
+}
+
+/// JSON values read as an arbitrary stored Arrow type.
+fn json_array_as(values: &[Json], dt: &DataType) -> Result<ArrayRef, String> {
+    let dtype = match dt {
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            let mut micros = Vec::with_capacity(values.len());
+            for (row, json) in values.iter().enumerate() {
+                micros.push(match json {
+                    Json::Null => None,
+                    other => Some(parse_time_json(other).map_err(|e| format!("row {row}: {e}"))?),
+                });
+            }
+            let array: ArrayRef =
+                Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("UTC"));
+            return cast(&array, dt).map_err(|e| format!("cannot store the times as {dt}: {e}"));
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => ValueType::Scalar(ScalarType::Int64),
+        DataType::Float16 | DataType::Float32 => ValueType::Scalar(ScalarType::Float32),
+        DataType::Float64 => ValueType::Scalar(ScalarType::Float64),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            ValueType::Scalar(ScalarType::String)
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            ValueType::Scalar(ScalarType::Bytes)
+        }
+        DataType::Boolean => ValueType::Scalar(ScalarType::Bool),
+        DataType::List(item) | DataType::LargeList(item) => {
+            match json_array_as(&[], item.data_type())?.data_type() {
+                DataType::Int64 => ValueType::Array(ScalarType::Int64),
+                DataType::Float32 => ValueType::Array(ScalarType::Float32),
+                DataType::Float64 => ValueType::Array(ScalarType::Float64),
+                DataType::Utf8 => ValueType::Array(ScalarType::String),
+                DataType::Binary => ValueType::Array(ScalarType::Bytes),
+                DataType::Boolean => ValueType::Array(ScalarType::Bool),
+                _ => return Err(format!("lists of {} cannot be pushed", item.data_type())),
+            }
+        }
+        other => return Err(format!("columns of type {other} cannot be pushed")),
+    };
+    let array = json_array(values, dtype)?;
+    if array.data_type() == dt {
+        return Ok(array);
+    }
+    cast(&array, dt).map_err(|e| format!("cannot store the values as {dt}: {e}"))
+}
+
+fn parse_times(values: &[Json], column: &str, target: &str) -> Result<Vec<Option<i64>>, Error> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(row, json)| match json {
+            Json::Null => Ok(None),
+            other => parse_time_json(other)
+                .map(Some)
+                .map_err(|e| invalid(target, format!("column `{column}`, row {row}: {e}"))),
+        })
+        .collect()
+}
+
+/// A time as microseconds since the epoch: a number of seconds or a string
+/// ([`parse_timestamp`]).
+fn parse_time_json(json: &Json) -> Result<i64, String> {
+    match json {
+        Json::Number(n) => {
+            let micros = if let Some(i) = n.as_i64() {
+                i.checked_mul(1_000_000)
+            } else {
+                n.as_f64()
+                    .map(|f| f * 1e6)
+                    .filter(|f| f.is_finite() && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            };
+            micros.ok_or_else(|| format!("`{n}` seconds is out of range"))
+        }
+        Json::String(s) => parse_timestamp(s)
+            .map(|t| t.timestamp_micros())
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a time; use RFC 3339 (`2025-06-01T00:00:00Z`), \
+                     `2025-06-01 00:00:00[+00:00]` or seconds since the epoch",
+                    s.chars().take(64).collect::<String>()
+                )
+            }),
+        other => Err(format!("expected a time, found `{other}`")),
+    }
+}
+
+/// Parses a time as Feast's clients send them: RFC 3339, ISO 8601 with a space or `T`,
+/// with or without fractional seconds and offset (none: UTC), or a date.
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_feast_client_forms() {
+        let want = "2022-05-13T10:59:42Z".parse::<DateTime<Utc>>().unwrap();
+        for text in [
+            "2022-05-13T10:59:42Z",
+            "2022-05-13 10:59:42+00:00",
+            "2022-05-13T10:59:42+00:00",
+            "2022-05-13 10:59:42",
+            "2022-05-13T10:59:42.000",
+            "2022-05-13 12:59:42+02:00",
+        ] {
+            assert_eq!(parse_timestamp(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_time_json(&serde_json::json!(1)).unwrap(), 1_000_000);
+    }
+
+    #[test]
+    fn json_columns_convert_to_declared_and_stored_types() {
+        let values = vec![serde_json::json!([1.5, 2]), Json::Null];
+        let array = json_array(&values, ValueType::Array(ScalarType::Float32)).unwrap();
+        assert_eq!(
+            array.data_type(),
+            &ValueType::Array(ScalarType::Float32).arrow_type()
+        );
+        assert_eq!(array.null_count(), 1);
+
+        let ints = json_array_as(
+            &[serde_json::json!(7), serde_json::json!("8")],
+            &DataType::Int32,
+        )
+        .unwrap();
+        assert_eq!(ints.data_type(), &DataType::Int32);
+
+        let err = json_array(
+            &[serde_json::json!("x")],
+            ValueType::Scalar(ScalarType::Int64),
+        )
+        .unwrap_err();
+        assert!(err.contains("row 0"), "{err}");
+        let err = json_array_as(&[serde_json::json!("soon")], &timestamp_type()).unwrap_err();
+        assert!(err.contains("`soon` is not a time"), "{err}");
+    }
+}
