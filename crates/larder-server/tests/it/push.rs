@@ -331,3 +331,123 @@ async fn write_to_online_store_takes_feast_remote_store_bodies() {
     );
     server.stop().await;
 }
+
+/// `conv_rate` of driver 1002 as training data sees it at each of `times`.
+async fn historical_conv(repo: &Repo, times: &[chrono::DateTime<chrono::Utc>]) -> Vec<f32> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let entities = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1002; times.len()])),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    times
+                        .iter()
+                        .map(|t| t.timestamp_micros())
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let stream = repo
+        .open()
+        .get_historical_features(HistoricalFeaturesRequest {
+            entities: EntityInput::Batches(vec![entities]),
+            features: FeatureSelection::Refs(vec![
+                "driver_hourly_stats:conv_rate".parse().unwrap(),
+            ]),
+            full_feature_names: false,
+        })
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let conv = batch.column_by_name("conv_rate").unwrap();
+    conv.as_primitive::<Float32Type>().values().to_vec()
+}
+
+#[tokio::test]
+async fn push_offline_to_folder_and_glob_sources() {
+    let repo = Repo::new().await;
+    let stats = repo.path().join("data/stats");
+    std::fs::create_dir_all(&stats).unwrap();
+    std::fs::rename(
+        repo.path().join("data/driver_stats.parquet"),
+        stats.join("part-0.parquet"),
+    )
+    .unwrap();
+    let use_path = |path: &str| {
+        let features = crate::harness::FEATURES_YAML
+            .replace("path: data/driver_stats.parquet", &format!("path: {path}"));
+        std::fs::write(repo.path().join("features.yaml"), features).unwrap();
+    };
+
+    let first = t0() + chrono::Duration::hours(1);
+    let second = t0() + chrono::Duration::hours(2);
+    for (path, when, conv) in [
+        ("data/stats", first, 0.25),
+        ("data/stats/*.parquet", second, 0.375),
+    ] {
+        use_path(path);
+        repo.open()
+            .apply(&larder::ApplyOptions::default())
+            .await
+            .unwrap();
+        let server = Running::start(repo.open(), options()).await;
+        let (status, body) = server
+            .post(
+                "/push",
+                &push_body(1002, &when.to_rfc3339(), conv, "offline"),
+            )
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        server.stop().await;
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&stats)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files[0], "part-0.parquet");
+    assert!(
+        files[1..]
+            .iter()
+            .all(|f| f.starts_with("push-") && f.ends_with(".parquet"))
+    );
+    assert_eq!(
+        historical_conv(&repo, &[t0(), first, second]).await,
+        vec![conv_rate(1002), 0.25, 0.375]
+    );
+
+    // A glob the pushed files would not match: refused, naming it.
+    use_path("data/stats/part-*.parquet");
+    repo.open()
+        .apply(&larder::ApplyOptions::default())
+        .await
+        .unwrap();
+    let server = Running::start(repo.open(), options()).await;
+    let (status, body) = server
+        .post(
+            "/push",
+            &push_body(1002, &second.to_rfc3339(), 0.5, "offline"),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let message = error_body(status, &body)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("data/stats/part-*.parquet"), "{message}");
+    server.stop().await;
+    assert_eq!(std::fs::read_dir(&stats).unwrap().count(), 3);
+}
