@@ -1058,8 +1058,20 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start larder serve");
+    let stdout = child.stdout.take().expect("stdout");
+    // Kills the server if an assertion fails before it is stopped.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Reap(child);
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+    std::io::BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read the announced address");
     assert!(
@@ -1094,13 +1106,13 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("run kill");
     assert!(killed.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("poll") {
+        if let Some(status) = child.0.try_wait().expect("poll") {
             break status;
         }
         assert!(

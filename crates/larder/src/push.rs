@@ -199,6 +199,10 @@ impl FeatureStore {
             max_event_micros,
             ..PushReport::default()
         };
+        if columns.num_rows() == 0 {
+            // Checked, and nothing to write: no empty file offline.
+            return Ok(report);
+        }
         if !online.is_empty() {
             let store = self.writable_online_store()?;
             for (table, batch) in online {

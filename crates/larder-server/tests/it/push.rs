@@ -184,6 +184,14 @@ async fn push_errors_name_the_source_or_column_and_write_nothing() {
             .contains("`surprise`")
     );
 
+    // No rows: accepted, nothing written (no empty file offline).
+    let mut empty = push_body(1001, &when, 0.9, "online_and_offline");
+    for column in empty["df"].as_object_mut().unwrap().values_mut() {
+        *column = json!([]);
+    }
+    let (status, body) = server.post("/push", &empty).await;
+    assert_eq!(status, 200, "{body}");
+
     // None of these wrote anything: 1001 still has its materialized value.
     let conv = read_conv(&server, 1001).await;
     assert_eq!(conv["values"][0].as_f64().unwrap() as f32, conv_rate(1001));
