@@ -210,6 +210,15 @@ async fn bad_requests_get_4xx_with_a_json_body_naming_the_problem() {
             .contains("/no-such-endpoint")
     );
 
+    let (status, body) = server.get("/get-online-features").await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        error_body(status, &body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET")
+    );
+
     // The server is still healthy after all of that.
     assert_eq!(server.get("/health").await.0, 200);
     server.stop().await;
