@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
+import requests
 from feast import FeatureStore
 from feast.data_source import PushMode
 
@@ -222,6 +223,34 @@ def main():
         "after write_to_online_store",
         after_write.get("avg_daily_trips") == [7, 8],
         f"written avg_daily_trips not read back: {after_write}",
+    )
+
+    # Feast's HTTP push body, as a stream job posts it (not through the SDK).
+    stamp = (later + timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S+00:00")
+    body = {
+        "push_source_name": "driver_stats_push",
+        "to": "online",
+        "df": {
+            "driver_id": [1003],
+            "event_timestamp": [stamp],
+            "created": [stamp],
+            "conv_rate": [0.0625],
+            "acc_rate": [0.5],
+            "avg_daily_trips": [99],
+        },
+    }
+    response = requests.post(f"{args.url}/push", json=body, timeout=30)
+    check.expect("HTTP push", response.status_code == 200, f"{response.status_code} {response.text}")
+    rows = [{"driver_id": 1003}]
+    after_http = store.get_online_features(features=DRIVER_FEATURES, entity_rows=rows).to_dict()
+    check.compare("after an HTTP push", after_http, larder_dict(args, rows, features=DRIVER_FEATURES))
+    check.expect("after an HTTP push", after_http.get("avg_daily_trips") == [99], f"{after_http}")
+    body["push_source_name"] = "no_such_push"
+    response = requests.post(f"{args.url}/push", json=body, timeout=30)
+    check.expect(
+        "push to an unknown source",
+        response.status_code == 422 and "no_such_push" in response.text,
+        f"{response.status_code} {response.text}",
     )
 
     if check.failures:

@@ -459,3 +459,30 @@ async fn push_offline_to_folder_and_glob_sources() {
     server.stop().await;
     assert_eq!(std::fs::read_dir(&stats).unwrap().count(), 3);
 }
+
+#[tokio::test]
+async fn a_push_to_a_store_that_hangs_gets_503() {
+    let repo = Repo::new().await;
+    let controlled = repo.controlled_store();
+    let store = repo.open().with_online_store(controlled.clone());
+    let mut opts = options();
+    opts.request_timeout = std::time::Duration::from_millis(300);
+    let server = Running::start(store, opts).await;
+    controlled
+        .write_delay_ms
+        .store(3_600_000, std::sync::atomic::Ordering::SeqCst);
+    let when = (t0() + chrono::Duration::hours(1)).to_rfc3339();
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .post("/push", &push_body(1001, &when, 0.5, "online"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_body(status, &body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("the push did not finish")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    server.stop().await;
+}
