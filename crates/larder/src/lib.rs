@@ -28,7 +28,7 @@ pub use online::{
     DictOptions, EntityColumns, FeatureVector, FieldStatus, OnlineFeaturesRequest, OnlinePlan,
     OnlineReader, OnlineRequestError, OnlineResponse,
 };
-pub use push::{PushMode, PushReport, parse_timestamp};
+pub use push::{PushMode, PushReport, PushRows, parse_timestamp};
 pub use retrieval::HistoricalFeaturesRequest;
 pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
 

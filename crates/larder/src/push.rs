@@ -69,6 +69,102 @@ pub struct PushReport {
     pub max_event_micros: Option<i64>,
 }
 
+/// Rows to push: JSON columns (the `df` of Feast's HTTP bodies) or an Arrow record batch.
+#[derive(Clone, Copy, Debug)]
+pub enum PushRows<'a> {
+    /// `{"driver_id": [1001], ...}`: values are converted as described at
+    /// [`FeatureStore::push`].
+    Json(&'a EntityColumns),
+    /// Columns are cast to the declared (online) or stored (offline) types with Arrow's
+    /// casts; a value that does not convert is an error, not a null.
+    Arrow(&'a RecordBatch),
+}
+
+impl<'a> From<&'a EntityColumns> for PushRows<'a> {
+    fn from(columns: &'a EntityColumns) -> Self {
+        PushRows::Json(columns)
+    }
+}
+
+impl<'a> From<&'a RecordBatch> for PushRows<'a> {
+    fn from(batch: &'a RecordBatch) -> Self {
+        PushRows::Arrow(batch)
+    }
+}
+
+const STRICT: arrow::compute::CastOptions<'static> = arrow::compute::CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
+
+impl PushRows<'_> {
+    pub fn num_rows(&self) -> usize {
+        match self {
+            PushRows::Json(c) => c.num_rows(),
+            PushRows::Arrow(b) => b.num_rows(),
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        match self {
+            PushRows::Json(c) => c.columns().iter().map(|(n, _)| n.as_str()).collect(),
+            PushRows::Arrow(b) => b
+                .schema_ref()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect(),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            PushRows::Json(c) => c.column(name).is_some(),
+            PushRows::Arrow(b) => b.column_by_name(name).is_some(),
+        }
+    }
+
+    /// Column `name` read as the Larder type `dtype`; `None` when there is no such column.
+    fn typed(&self, name: &str, dtype: ValueType) -> Option<Result<ArrayRef, String>> {
+        match self {
+            PushRows::Json(c) => c.column(name).map(|values| json_array(values, dtype)),
+            PushRows::Arrow(b) => b.column_by_name(name).map(|array| {
+                arrow::compute::cast_with_options(array, &dtype.arrow_type(), &STRICT)
+                    .map_err(|e| format!("cannot read it as {dtype}: {e}"))
+            }),
+        }
+    }
+
+    /// Column `name` converted to the stored Arrow type `dt`.
+    fn as_type(&self, name: &str, dt: &DataType) -> Option<Result<ArrayRef, String>> {
+        match self {
+            PushRows::Json(c) => c.column(name).map(|values| json_array_as(values, dt)),
+            PushRows::Arrow(b) => b.column_by_name(name).map(|array| {
+                arrow::compute::cast_with_options(array, dt, &STRICT)
+                    .map_err(|e| format!("cannot store it as {dt}: {e}"))
+            }),
+        }
+    }
+
+    /// Column `name` as times (µs since the epoch, UTC).
+    fn times(&self, name: &str, target: &str) -> Option<Result<Vec<Option<i64>>, Error>> {
+        match self {
+            PushRows::Json(c) => c
+                .column(name)
+                .map(|values| parse_times(values, name, target)),
+            PushRows::Arrow(b) => b.column_by_name(name).map(|array| {
+                let cast = arrow::compute::cast_with_options(array, &timestamp_type(), &STRICT)
+                    .map_err(|e| invalid(target, format!("column `{name}` is not a time: {e}")))?;
+                let times = cast
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| invalid(target, format!("column `{name}` is not a time")))?;
+                Ok(times.iter().collect())
+            }),
+        }
+    }
+}
+
 /// The columns of the batch source a push or online write reads its times from.
 struct TimeColumns<'a> {
     timestamp: &'a str,
@@ -101,8 +197,8 @@ fn invalid(source_name: &str, message: impl Into<String>) -> Error {
 }
 
 impl FeatureStore {
-    /// Pushes rows given as JSON columns (`{"driver_id": [1001], ...}`, the `df` of Feast's
-    /// `/push` body) to the push source `source_name`, resolved against `defs` (a server
+    /// Pushes rows (JSON columns such as the `df` of Feast's `/push` body, or an Arrow record
+    /// batch; see [`PushRows`]) to the push source `source_name`, resolved against `defs` (a server
     /// passes its registry snapshot; [`FeatureStore::applied_definitions`] otherwise).
     ///
     /// Online: the columns must hold the join keys and features of every online view fed by
@@ -119,9 +215,10 @@ impl FeatureStore {
         &self,
         defs: &Definitions,
         source_name: &str,
-        columns: &EntityColumns,
+        rows: impl Into<PushRows<'_>>,
         to: PushMode,
     ) -> Result<PushReport, Error> {
+        let columns = rows.into();
         let Some(source) = defs.data_sources.get(source_name) else {
             return Err(Error::PushSourceNotFound {
                 source_name: source_name.to_string(),
@@ -177,7 +274,7 @@ impl FeatureStore {
         if to.online() {
             for view in views.iter().filter(|v| v.online) {
                 let (table, batch, max_ts) =
-                    self.online_batch(view, columns, &times, source_name)?;
+                    self.online_batch(view, &columns, &times, source_name)?;
                 max_event_micros = max_event_micros.max(max_ts);
                 online.push((table, batch));
             }
@@ -185,9 +282,9 @@ impl FeatureStore {
         let offline = if to.offline() {
             let store = self.offline_store()?;
             let schema = store.source_schema(batch_source).await?;
-            let batch = offline_batch(&schema, columns, source_name, batch_source.name.as_str())?;
-            if let Some(ts) = columns.column(times.timestamp) {
-                let micros = parse_times(ts, times.timestamp, source_name)?;
+            let batch = offline_batch(&schema, &columns, source_name, batch_source.name.as_str())?;
+            if let Some(micros) = columns.times(times.timestamp, source_name) {
+                let micros = micros?;
                 max_event_micros = max_event_micros.max(micros.iter().flatten().copied().max());
             }
             Some((store, batch))
@@ -230,8 +327,9 @@ impl FeatureStore {
         &self,
         defs: &Definitions,
         view_name: &str,
-        columns: &EntityColumns,
+        rows: impl Into<PushRows<'_>>,
     ) -> Result<u64, Error> {
+        let columns = rows.into();
         let view = defs
             .feature_views
             .get(view_name)
@@ -244,19 +342,19 @@ impl FeatureStore {
         let timestamp = declared
             .as_ref()
             .map(|t| t.timestamp)
-            .filter(|t| columns.column(t).is_some())
+            .filter(|t| columns.has(t))
             .unwrap_or("event_timestamp");
         let created = declared
             .as_ref()
             .and_then(|t| t.created)
-            .filter(|c| columns.column(c).is_some())
-            .or_else(|| columns.column("created").map(|_| "created"));
+            .filter(|c| columns.has(c))
+            .or_else(|| columns.has("created").then_some("created"));
         let times = TimeColumns {
             timestamp,
             created,
             field_mapping: declared.as_ref().and_then(|t| t.field_mapping),
         };
-        let (table, batch, _) = self.online_batch(view, columns, &times, view_name)?;
+        let (table, batch, _) = self.online_batch(view, &columns, &times, view_name)?;
         let rows = batch.num_rows() as u64;
         self.writable_online_store()?
             .write_batch(&table, batch)
@@ -271,11 +369,11 @@ impl FeatureStore {
         })
     }
 
-    /// The online write batch of `view` from JSON columns, with the latest event time.
+    /// The online write batch of `view` from pushed rows, with the latest event time.
     fn online_batch(
         &self,
         view: &FeatureView,
-        columns: &EntityColumns,
+        columns: &PushRows<'_>,
         times: &TimeColumns<'_>,
         target: &str,
     ) -> Result<(ViewTable, RecordBatch, Option<i64>), Error> {
@@ -290,17 +388,18 @@ impl FeatureStore {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
         let mut typed = |field: &larder_spec::Field, role: &str| -> Result<(), Error> {
             let column = source_column(field.name.as_str());
-            let values = columns.column(&column).ok_or_else(|| {
-                invalid(
-                    target,
-                    format!(
-                        "no column `{column}` ({role} of feature view `{}`); the columns are {}",
-                        view.name,
-                        names(columns)
-                    ),
-                )
-            })?;
-            let array = json_array(values, field.dtype)
+            let array = columns
+                .typed(&column, field.dtype)
+                .ok_or_else(|| {
+                    invalid(
+                        target,
+                        format!(
+                            "no column `{column}` ({role} of feature view `{}`); the columns are {}",
+                            view.name,
+                            names(columns)
+                        ),
+                    )
+                })?
                 .map_err(|e| invalid(target, format!("column `{column}`: {e}")))?;
             fields.push(Field::new(
                 field.name.as_str(),
@@ -313,7 +412,7 @@ impl FeatureStore {
         for key in &view.entity_columns {
             typed(key, "join key")?;
         }
-        let event = columns.column(times.timestamp).ok_or_else(|| {
+        let event = columns.times(times.timestamp, target).ok_or_else(|| {
             invalid(
                 target,
                 format!(
@@ -323,8 +422,7 @@ impl FeatureStore {
                     names(columns)
                 ),
             )
-        })?;
-        let event = parse_times(event, times.timestamp, target)?;
+        })??;
         if let Some(row) = event.iter().position(Option::is_none) {
             return Err(invalid(
                 target,
@@ -332,11 +430,8 @@ impl FeatureStore {
             ));
         }
         let max_ts = event.iter().flatten().copied().max();
-        let created = match times
-            .created
-            .and_then(|c| columns.column(c).map(|v| (c, v)))
-        {
-            Some((name, values)) => parse_times(values, name, target)?,
+        let created = match times.created.and_then(|c| columns.times(c, target)) {
+            Some(created) => created?,
             None => vec![None; rows],
         };
         fields.push(Field::new(LATEST_EVENT_TS, timestamp_type(), false));
@@ -349,17 +444,18 @@ impl FeatureStore {
         ));
         let mut typed = |field: &larder_spec::Field| -> Result<(), Error> {
             let column = source_column(field.name.as_str());
-            let values = columns.column(&column).ok_or_else(|| {
-                invalid(
-                    target,
-                    format!(
-                        "no column `{column}` (feature of feature view `{}`); the columns are {}",
-                        view.name,
-                        names(columns)
-                    ),
-                )
-            })?;
-            let array = json_array(values, field.dtype)
+            let array = columns
+                .typed(&column, field.dtype)
+                .ok_or_else(|| {
+                    invalid(
+                        target,
+                        format!(
+                            "no column `{column}` (feature of feature view `{}`); the columns are {}",
+                            view.name,
+                            names(columns)
+                        ),
+                    )
+                })?
                 .map_err(|e| invalid(target, format!("column `{column}`: {e}")))?;
             fields.push(Field::new(
                 field.name.as_str(),
@@ -392,12 +488,8 @@ impl FeatureStore {
     }
 }
 
-fn names(columns: &EntityColumns) -> String {
-    let names: Vec<String> = columns
-        .columns()
-        .iter()
-        .map(|(n, _)| format!("`{n}`"))
-        .collect();
+fn names(columns: &PushRows<'_>) -> String {
+    let names: Vec<String> = columns.names().iter().map(|n| format!("`{n}`")).collect();
     if names.is_empty() {
         "none".into()
     } else {
@@ -408,21 +500,21 @@ fn names(columns: &EntityColumns) -> String {
 /// The offline batch: exactly the stored columns, in stored order, with stored types.
 fn offline_batch(
     schema: &Schema,
-    columns: &EntityColumns,
+    columns: &PushRows<'_>,
     target: &str,
     batch_source: &str,
 ) -> Result<RecordBatch, Error> {
     let missing: Vec<String> = schema
         .fields()
         .iter()
-        .filter(|f| columns.column(f.name()).is_none())
+        .filter(|f| !columns.has(f.name()))
         .map(|f| format!("`{}`", f.name()))
         .collect();
     let extra: Vec<String> = columns
-        .columns()
-        .iter()
-        .filter(|(n, _)| schema.field_with_name(n).is_err())
-        .map(|(n, _)| format!("`{n}`"))
+        .names()
+        .into_iter()
+        .filter(|n| schema.field_with_name(n).is_err())
+        .map(|n| format!("`{n}`"))
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
         let mut parts = Vec::new();
@@ -443,8 +535,9 @@ fn offline_batch(
     let mut arrays = Vec::with_capacity(schema.fields().len());
     let mut fields = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let values = columns.column(field.name()).unwrap_or_default();
-        let array = json_array_as(values, field.data_type())
+        let array = columns
+            .as_type(field.name(), field.data_type())
+            .ok_or_else(|| invalid(target, format!("no column `{}`", field.name())))?
             .map_err(|e| invalid(target, format!("column `{}`: {e}", field.name())))?;
         if !field.is_nullable() && array.null_count() > 0 {
             return Err(invalid(

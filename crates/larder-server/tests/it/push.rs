@@ -486,3 +486,75 @@ async fn a_push_to_a_store_that_hangs_gets_503() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     server.stop().await;
 }
+
+/// The SDK entry point with an Arrow batch: columns are cast to the declared types online
+/// (Int32 keys, text times) and to the stored types offline.
+#[tokio::test]
+async fn facade_push_takes_arrow_batches() {
+    use arrow::array::{ArrayRef, Int32Array, StringArray};
+    let repo = Repo::new().await;
+    let store = repo.open();
+    let defs = store.applied_definitions().await.unwrap();
+    let when = (t0() + chrono::Duration::hours(1)).to_rfc3339();
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("driver_id", Arc::new(Int32Array::from(vec![1004]))),
+        (
+            "event_timestamp",
+            Arc::new(StringArray::from(vec![when.as_str()])),
+        ),
+        ("created", Arc::new(StringArray::from(vec![when.as_str()]))),
+        ("conv_rate", Arc::new(Float32Array::from(vec![0.125]))),
+        ("acc_rate", Arc::new(Float32Array::from(vec![0.5]))),
+        ("avg_daily_trips", Arc::new(Int64Array::from(vec![77]))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let report = store
+        .push(
+            &defs,
+            "driver_stats_push",
+            &batch,
+            larder::PushMode::OnlineAndOffline,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.online, vec![("driver_hourly_stats".to_string(), 1)]);
+    let (rows, file) = report.offline.expect("an offline append");
+    assert_eq!(rows, 1);
+    assert!(file.contains("driver_stats.parquet.pushed"), "{file}");
+
+    let response = store
+        .get_online_features(larder::OnlineFeaturesRequest {
+            features: FeatureSelection::Refs(vec![
+                "driver_hourly_stats:avg_daily_trips".parse().unwrap(),
+            ]),
+            entities: larder::EntityColumns::new(vec![("driver_id".into(), vec![json!(1004)])])
+                .unwrap(),
+            full_feature_names: false,
+        })
+        .await
+        .unwrap();
+    let mut body = String::new();
+    response.write_http_json(&mut body);
+    assert!(body.contains(r#""values":[77]"#), "{body}");
+
+    // A value Arrow cannot cast is an error naming the column, not a silent null.
+    let bad = RecordBatch::try_from_iter(vec![
+        (
+            "driver_id",
+            Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(StringArray::from(vec![when.as_str()])),
+        ),
+        ("conv_rate", Arc::new(Float32Array::from(vec![0.125]))),
+        ("acc_rate", Arc::new(Float32Array::from(vec![0.5]))),
+        ("avg_daily_trips", Arc::new(Int64Array::from(vec![77]))),
+    ])
+    .unwrap();
+    let err = store
+        .push(&defs, "driver_stats_push", &bad, larder::PushMode::Online)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`driver_id`"), "{err}");
+}
