@@ -15,10 +15,10 @@
 //! | `larder_feature_view_materialized_until_seconds` | gauge | `feature_view` (Unix time) |
 //! | `larder_feature_view_last_push_seconds` | gauge | `feature_view` (Unix time of the newest pushed event) |
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -37,6 +37,16 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     last_refresh: Mutex<Instant>,
+    /// Request counter and latency histogram per (endpoint, status), registered once: the
+    /// hot path then takes a read lock and updates two atomics.
+    requests: RwLock<Vec<RequestMetrics>>,
+}
+
+struct RequestMetrics {
+    endpoint: String,
+    status: u16,
+    count: Counter,
+    latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,6 +74,7 @@ impl Metrics {
             recorder,
             handle,
             last_refresh: Mutex::new(Instant::now()),
+            requests: RwLock::new(Vec::new()),
         }
     }
 
@@ -78,17 +89,41 @@ impl Metrics {
     }
 
     pub fn request(&self, endpoint: &str, status: u16, seconds: f64) {
-        let status = status.to_string();
-        let labels = [("endpoint", endpoint), ("status", status.as_str())];
-        self.recorder
-            .register_counter(&Self::key("larder_http_requests_total", &labels), &METADATA)
-            .increment(1);
-        self.recorder
-            .register_histogram(
+        let record = |m: &RequestMetrics| {
+            m.count.increment(1);
+            m.latency.record(seconds);
+        };
+        if let Ok(known) = self.requests.read()
+            && let Some(m) = known
+                .iter()
+                .find(|m| m.status == status && m.endpoint == endpoint)
+        {
+            record(m);
+            return;
+        }
+        let status_text = status.to_string();
+        let labels = [("endpoint", endpoint), ("status", status_text.as_str())];
+        let m = RequestMetrics {
+            endpoint: endpoint.to_string(),
+            status,
+            count: self
+                .recorder
+                .register_counter(&Self::key("larder_http_requests_total", &labels), &METADATA),
+            latency: self.recorder.register_histogram(
                 &Self::key("larder_http_request_duration_seconds", &labels),
                 &METADATA,
-            )
-            .record(seconds);
+            ),
+        };
+        record(&m);
+        if let Ok(mut known) = self.requests.write() {
+            // Endpoints are routes (plus "unmatched"), statuses a handful: this stays small.
+            if !known
+                .iter()
+                .any(|k| k.status == status && k.endpoint == endpoint)
+            {
+                known.push(m);
+            }
+        }
     }
 
     pub fn pushed(&self, source: &str, to: &str, rows: u64) {

@@ -60,16 +60,13 @@ async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let endpoint = matched
-        .as_ref()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
     let response = next.run(request).await;
+    let endpoint = matched.as_ref().map_or("unmatched", |m| m.as_str());
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state
         .metrics
-        .request(&endpoint, status, elapsed.as_secs_f64());
+        .request(endpoint, status, elapsed.as_secs_f64());
     if status >= 500 {
         tracing::warn!(%method, endpoint, status, latency_us = elapsed.as_micros() as u64, "request");
     } else {
