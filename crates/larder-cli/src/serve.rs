@@ -25,7 +25,12 @@ pub async fn run(open: larder::OpenOptions, args: ServeArgs) -> Result<ExitCode>
     let server = Server::new(store, options)
         .await
         .with_context(|| format!("cannot serve project `{project}`"))?;
-    let address = format!("{}:{}", args.host, args.port);
+    // An IPv6 address needs brackets before the port.
+    let address = if args.host.contains(':') && !args.host.starts_with('[') {
+        format!("[{}]:{}", args.host, args.port)
+    } else {
+        format!("{}:{}", args.host, args.port)
+    };
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
