@@ -558,3 +558,29 @@ async fn facade_push_takes_arrow_batches() {
         .unwrap_err();
     assert!(err.to_string().contains("`driver_id`"), "{err}");
 }
+
+#[tokio::test]
+async fn materialization_reads_offline_pushed_files() {
+    let repo = Repo::new().await;
+    let server = Running::start(repo.open(), options()).await;
+    let when = t0() + chrono::Duration::hours(3);
+    let (status, body) = server
+        .post(
+            "/push",
+            &push_body(1005, &when.to_rfc3339(), 0.0625, "offline"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let conv = read_conv(&server, 1005).await;
+    assert_eq!(conv["values"][0].as_f64().unwrap() as f32, conv_rate(1005));
+
+    let (status, body) = server
+        .post(
+            "/materialize",
+            &json!({"start_ts": t0().to_rfc3339(), "end_ts": when.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, "null"));
+    assert_eq!(read_conv(&server, 1005).await["values"], json!([0.0625]));
+    server.stop().await;
+}
