@@ -66,6 +66,8 @@ pub enum Command {
     GetOnlineFeatures(crate::online::OnlineArgs),
     /// Print this project's registry content as JSON.
     RegistryDump,
+    /// Run the feature server: Feast's HTTP API (online features, push, materialize).
+    Serve(ServeArgs),
     /// List or describe entities.
     #[command(subcommand)]
     Entities(ObjectCommand),
@@ -226,4 +228,42 @@ pub struct MaterializeArgs {
     /// No progress bars, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (`0.0.0.0` for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(short = 'p', long, default_value_t = larder_server::DEFAULT_PORT)]
+    pub port: u16,
+    /// Seconds between registry reloads; a new `apply` is served after at most this long.
+    #[arg(
+        short = 'r',
+        long,
+        alias = "registry_ttl_sec",
+        default_value_t = 5,
+        value_name = "SECONDS"
+    )]
+    pub registry_ttl_sec: u64,
+    /// TLS private key (PEM); serves HTTPS with --cert.
+    #[arg(short = 'k', long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// TLS certificate chain (PEM); serves HTTPS with --key.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Longest an online read, push or write may take before it is answered with 503.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub request_timeout_sec: u64,
+    /// Largest request body accepted, in MiB (413 beyond).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub max_body_mib: usize,
+    /// On SIGTERM, keep serving (with /ready failing) this long before closing the listener,
+    /// so a load balancer can stop routing here first (Kubernetes: a few seconds).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub shutdown_delay_sec: u64,
+    /// On SIGTERM, longest wait for in-flight requests and background materializations.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub drain_timeout_sec: u64,
 }

@@ -9,6 +9,7 @@ mod materialize;
 mod objects;
 mod online;
 mod output;
+mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -189,6 +190,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }))?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => serve::run(open, args).await,
         Command::Entities(cmd) => objects::run(&open, objects::Kind::Entity, cmd).await,
         Command::DataSources(cmd) => objects::run(&open, objects::Kind::DataSource, cmd).await,
         Command::FeatureViews(cmd) => objects::run(&open, objects::Kind::FeatureView, cmd).await,

@@ -1022,3 +1022,108 @@ fn an_interrupted_materialization_records_nothing_and_a_rerun_completes_it() {
     assert_eq!(rerun, online_rows(&clean.join("data/online.db")));
     assert!(rerun.len() > partial.len());
 }
+
+/// One HTTP/1.1 exchange with `Connection: close`; the raw response.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to larder serve");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
+    use std::io::BufRead;
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    ok(
+        &repo,
+        &["materialize", "2025-05-01", "2025-06-01", "--no-progress"],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["serve", "--port", "0", "--registry-ttl-sec", "1"])
+        .current_dir(&repo)
+        .env_remove("LARDER_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start larder serve");
+    let stdout = child.stdout.take().expect("stdout");
+    // Kills the server if an assertion fails before it is stopped.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Reap(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the announced address");
+    assert!(
+        line.starts_with("Serving project `demo` on http://"),
+        "{line}"
+    );
+    let addr = line
+        .trim()
+        .rsplit("://")
+        .next()
+        .expect("an address")
+        .to_string();
+
+    let response = http(
+        &addr,
+        "POST",
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001, 9999]}}"#,
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(r#"{"metadata":{"feature_names":["driver_id","avg_daily_trips"]}"#),
+        "{response}"
+    );
+    // The latest demo row of driver 1001 (the status depends on today's date: ttl is 1d).
+    assert!(
+        response.contains(r#""event_timestamps":["2025-05-31T23:00:00Z","1970-01-01T00:00:00Z"]"#),
+        "{response}"
+    );
+    assert!(response.contains(r#"","NOT_FOUND"]"#), "{response}");
+    let response = http(&addr, "GET", "/ready", "");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "larder serve did not exit on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening after exit"
+    );
+}

@@ -62,7 +62,15 @@ pub enum OfflineError {
         store: &'static str,
         kind: &'static str,
     },
+    #[error("cannot append rows to data source `{source_name}`: {reason}")]
+    UnsupportedAppend { source_name: String, reason: String },
     // A backend failed.
+    #[error("appending rows to data source `{source_name}` at `{path}` failed: {message}")]
+    AppendFailed {
+        source_name: String,
+        path: String,
+        message: String,
+    },
     #[error("cannot read data source `{source_name}` at `{path}`: {message}")]
     SourceRead {
         source_name: String,

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use larder_spec::{Definitions, FileFormat, ResolvedView};
+use larder_spec::{DataSource, Definitions, FileFormat, ResolvedView};
 
 use crate::error::OfflineError;
 
@@ -91,6 +92,16 @@ pub struct OfflineCapabilities {
     pub range_retrieval: bool,
     /// Works on inputs larger than memory (spills).
     pub spills: bool,
+    /// Rows can be appended to data sources ([`OfflineStore::append`], offline push).
+    pub append: bool,
+}
+
+/// What an [`OfflineStore::append`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendReport {
+    pub rows: u64,
+    /// Where the rows went (a new file, a table), for logs and messages.
+    pub location: String,
 }
 
 /// A source of historical feature rows.
@@ -113,4 +124,36 @@ pub trait OfflineStore: Send + Sync + std::fmt::Debug {
     /// [`LatestRows`]). Streams with bounded memory: only the needed columns and the
     /// window are read, and deduplication spills to disk beyond the memory limit.
     async fn pull_latest(&self, request: LatestRequest) -> Result<LatestRows, OfflineError>;
+
+    /// The schema of `source`'s rows as stored (column names as in the source, before any
+    /// `field_mapping`).
+    ///
+    /// Errors: [`OfflineError::UnsupportedAppend`] when this store cannot tell;
+    /// [`OfflineError::SourceRead`] when the source cannot be read.
+    async fn source_schema(&self, source: &DataSource) -> Result<SchemaRef, OfflineError> {
+        Err(OfflineError::UnsupportedAppend {
+            source_name: source.name.to_string(),
+            reason: "this offline store cannot read source schemas".into(),
+        })
+    }
+
+    /// Appends `rows` to `source` (an offline push). `rows` has exactly the source's columns
+    /// with the types of [`source_schema`](OfflineStore::source_schema). Existing data is
+    /// never rewritten or lost: a file source gets a new file, written under a temporary
+    /// name and renamed into place, so readers see all of it or none. Not idempotent: the
+    /// same rows appended twice are stored twice.
+    ///
+    /// Errors: [`OfflineError::UnsupportedAppend`] for a source this store cannot append
+    /// to (naming why); [`OfflineError::AppendFailed`] when writing fails.
+    async fn append(
+        &self,
+        source: &DataSource,
+        rows: RecordBatch,
+    ) -> Result<AppendReport, OfflineError> {
+        let _ = rows;
+        Err(OfflineError::UnsupportedAppend {
+            source_name: source.name.to_string(),
+            reason: "this offline store cannot append rows".into(),
+        })
+    }
 }

@@ -17,7 +17,7 @@ const CSV_INFER_ROWS: usize = 1000;
 pub enum SchemaError {
     #[error("file `{path}` not found")]
     NotFound { path: PathBuf },
-    #[error("no {format} files in folder `{path}`")]
+    #[error("no {format} files in `{path}`")]
     EmptyFolder { path: PathBuf, format: FileFormat },
     #[error("cannot read `{path}`: {message}")]
     Unreadable { path: PathBuf, message: String },
@@ -50,7 +50,64 @@ pub fn read_file_schema(path: &Path, format: FileFormat) -> Result<Schema, Schem
     }
 }
 
+/// Matches a file name against a pattern of `*` and `?` wildcards.
+fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard_match(&pattern[1..], name)
+                || (!name.is_empty() && wildcard_match(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard_match(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => wildcard_match(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// The first file (in name order) of `dir/pattern`, where the pattern has `*`/`?` wildcards
+/// in its last component only (as the file offline store reads such globs).
+fn first_glob_match(path: &Path, format: FileFormat) -> Result<PathBuf, SchemaError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let pattern = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SchemaError::NotFound {
+            path: dir.to_path_buf(),
+        },
+        _ => SchemaError::Unreadable {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        },
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name().is_some_and(|n| {
+                    wildcard_match(pattern.as_bytes(), n.to_string_lossy().as_bytes())
+                })
+        })
+        .collect();
+    files.sort();
+    files.into_iter().next().ok_or(SchemaError::EmptyFolder {
+        path: path.to_path_buf(),
+        format,
+    })
+}
+
 fn first_data_file(path: &Path, format: FileFormat) -> Result<PathBuf, SchemaError> {
+    let has_glob = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+    if has_glob {
+        return first_glob_match(path, format);
+    }
     let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SchemaError::NotFound {
             path: path.to_path_buf(),
@@ -90,6 +147,19 @@ mod tests {
     use arrow::datatypes::DataType;
 
     #[test]
+    fn a_glob_reads_its_first_matching_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.csv"), "x,y\n1,2\n").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "not csv").unwrap();
+        let schema = read_file_schema(&dir.path().join("*.csv"), FileFormat::Csv).unwrap();
+        assert_eq!(schema.fields().len(), 2);
+        let err = read_file_schema(&dir.path().join("z*.csv"), FileFormat::Csv).unwrap_err();
+        assert!(err.to_string().contains("no csv files"), "{err}");
+        assert!(wildcard_match(b"part-?.parquet", b"part-1.parquet"));
+        assert!(!wildcard_match(b"part-*.parquet", b"push-1.parquet"));
+    }
+
+    #[test]
     fn csv_schema_is_inferred() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.csv");
@@ -116,6 +186,6 @@ mod tests {
             Err(SchemaError::NotFound { .. })
         ));
         let err = read_file_schema(dir.path(), FileFormat::Parquet).unwrap_err();
-        assert!(err.to_string().starts_with("no parquet files in folder"));
+        assert!(err.to_string().starts_with("no parquet files in `"));
     }
 }

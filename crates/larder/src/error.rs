@@ -23,6 +23,20 @@ pub enum Error {
     /// The requested features do not resolve against the registry.
     #[error(transparent)]
     Features(#[from] ResolveError),
+    /// A push names a source that is not in the registry (Feast's
+    /// `PushSourceNotFoundException`).
+    #[error("push source `{source_name}` not found in project `{project}`")]
+    PushSourceNotFound {
+        source_name: String,
+        project: String,
+    },
+    /// A feature view named by a write is not in the registry.
+    #[error("feature view `{view}` not found in project `{project}`")]
+    FeatureViewNotFound { view: String, project: String },
+    /// Pushed rows (or rows written to a view) do not fit: missing or extra columns, values
+    /// of the wrong type; `target` is the push source or view written to.
+    #[error("cannot write to `{target}`: {message}")]
+    InvalidPush { target: String, message: String },
     /// An online request is wrong: its entity columns, join keys or values.
     #[error(transparent)]
     OnlineRequest(#[from] OnlineRequestError),

@@ -16,6 +16,7 @@
 mod error;
 mod materialize;
 mod online;
+mod push;
 mod retrieval;
 mod store;
 
@@ -27,6 +28,7 @@ pub use online::{
     DictOptions, EntityColumns, FeatureVector, FieldStatus, OnlineFeaturesRequest, OnlinePlan,
     OnlineReader, OnlineRequestError, OnlineResponse,
 };
+pub use push::{PushMode, PushReport, PushRows, parse_timestamp};
 pub use retrieval::HistoricalFeaturesRequest;
 pub use store::{ApplyOptions, FeatureStore, OpenOptions, TeardownReport};
 

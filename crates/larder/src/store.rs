@@ -114,6 +114,13 @@ impl FeatureStore {
         self
     }
 
+    /// Uses `store` as the online store instead of the one the config names (tests inject
+    /// slow or failing stores this way; embedders can share one store between repos).
+    pub fn with_online_store(self, store: Arc<dyn OnlineStore>) -> Self {
+        let _ = self.online.set(Some(store));
+        self
+    }
+
     /// The current time by this store's clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         (self.clock)()

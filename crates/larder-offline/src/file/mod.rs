@@ -1,6 +1,7 @@
 //! The file offline store: Parquet and CSV sources read through DataFusion, with the
 //! point-in-time join done by [`crate::asof::AsOfJoinExec`].
 
+mod append;
 mod entities;
 mod latest;
 mod memjoin;
@@ -10,7 +11,8 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -27,13 +29,14 @@ use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream, execute_stream,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
+use larder_spec::DataSource;
 
 use crate::asof::{AsOfInput, plan_asof_join};
 use crate::error::OfflineError;
 use crate::reorder::ReorderExec;
 use crate::rownum::{ROW_COLUMN, RowNumberExec};
 use crate::store::{
-    HistoricalRequest, LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
+    AppendReport, HistoricalRequest, LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
 };
 
 /// How the file offline store runs queries.
@@ -195,7 +198,20 @@ impl OfflineStore for FileOfflineStore {
             entity_sql: true,
             range_retrieval: true,
             spills: true,
+            append: true,
         }
+    }
+
+    async fn source_schema(&self, source: &DataSource) -> Result<SchemaRef, OfflineError> {
+        append::source_schema(self, source).await
+    }
+
+    async fn append(
+        &self,
+        source: &DataSource,
+        rows: RecordBatch,
+    ) -> Result<AppendReport, OfflineError> {
+        append::append(self, source, rows).await
     }
 
     async fn pull_latest(&self, request: LatestRequest) -> Result<LatestRows, OfflineError> {

@@ -47,6 +47,12 @@ pub(crate) async fn read_file(
             if !is_dir && !path.ends_with(".parquet") {
                 options = options.file_extension("");
             }
+            // A single-file source keeps the files of offline pushes in a folder beside it.
+            let pushed = super::append::pushed_dir(path);
+            if !is_dir && !path.contains("://") && pushed.is_dir() {
+                let paths = vec![path.to_string(), pushed.to_string_lossy().into_owned()];
+                return ctx.read_parquet(paths, options).await;
+            }
             ctx.read_parquet(path, options).await
         }
         FileFormat::Csv => {

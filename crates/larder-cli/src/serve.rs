@@ -1,0 +1,65 @@
+//! `larder serve`: the feature server on a TCP (or TLS) listener until SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use larder_server::{Server, ServerOptions};
+
+use crate::cli::ServeArgs;
+
+pub async fn run(open: larder::OpenOptions, args: ServeArgs) -> Result<ExitCode> {
+    if args.registry_ttl_sec == 0 {
+        anyhow::bail!("--registry-ttl-sec must be at least 1");
+    }
+    let store = larder::FeatureStore::open(&open)?;
+    let project = store.project().to_string();
+    let options = ServerOptions {
+        registry_ttl: Duration::from_secs(args.registry_ttl_sec),
+        request_timeout: Duration::from_secs(args.request_timeout_sec.max(1)),
+        max_body_bytes: args.max_body_mib.max(1) << 20,
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_sec),
+        drain_timeout: Duration::from_secs(args.drain_timeout_sec),
+    };
+    let server = Server::new(store, options)
+        .await
+        .with_context(|| format!("cannot serve project `{project}`"))?;
+    // An IPv6 address needs brackets before the port.
+    let address = if args.host.contains(':') && !args.host.starts_with('[') {
+        format!("[{}]:{}", args.host, args.port)
+    } else {
+        format!("{}:{}", args.host, args.port)
+    };
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let announce = |scheme: &str| -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Serving project `{project}` on {scheme}://{local}")?;
+        out.flush().context("cannot write to stdout")
+    };
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let config = larder_server::tls::server_config(cert, key)?;
+            let listener = larder_server::tls::TlsListener::new(listener, config)
+                .context("cannot start the TLS listener")?;
+            announce("https")?;
+            server
+                .run(listener, larder_server::shutdown_signal())
+                .await
+                .context("the server failed")?;
+        }
+        _ => {
+            announce("http")?;
+            server
+                .run(listener, larder_server::shutdown_signal())
+                .await
+                .context("the server failed")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
