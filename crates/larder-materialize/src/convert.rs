@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
-use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
+use larder_offline::{DerivedKey, LATEST_CREATED_TS, LATEST_EVENT_TS};
 use larder_online::{timestamp_type, write_schema};
 use larder_spec::FeatureView;
 use larder_types::ScalarType;
@@ -16,6 +16,35 @@ use larder_types::feast::{
 };
 
 use crate::error::MaterializeError;
+
+/// Name of the serialized entity key column materialization asks the offline store for.
+pub const ENTITY_KEY_COLUMN: &str = "__larder_entity_key";
+
+/// The serialized entity key of each of `rows` rows: `constant` for a view without join
+/// keys, else the key columns serialized.
+fn serialize_keys(
+    names: &[&str],
+    columns: &[ArrayRef],
+    types: &[ScalarType],
+    version: KeyVersion,
+    constant: &Option<Vec<u8>>,
+    rows: usize,
+) -> Result<ByteRows, larder_types::feast::FormatError> {
+    match constant {
+        Some(key) => {
+            let mut out = ByteRows::with_capacity(rows, rows * key.len());
+            for _ in 0..rows {
+                out.push_with(|buf| buf.extend_from_slice(key));
+            }
+            Ok(out)
+        }
+        None => {
+            let mut out = ByteRows::with_capacity(rows, rows * 32);
+            serialize_key_columns_into(names, columns, types, version, &mut out)?;
+            Ok(out)
+        }
+    }
+}
 
 /// Turns batches of one view's latest rows into online write batches; built once per view.
 #[derive(Debug)]
@@ -98,38 +127,70 @@ impl WriteBatchEncoder {
         move |source| MaterializeError::Encode { view, what, source }
     }
 
+    /// The serialized entity key as a [`DerivedKey`] of the join keys, named
+    /// [`ENTITY_KEY_COLUMN`]: materialization asks the offline store to key and order its
+    /// rows by it, so the online store receives its writes in its own key order, and
+    /// [`encode`](Self::encode) takes the keys from it instead of serializing them again.
+    pub fn derived_key(&self) -> DerivedKey {
+        let join_keys = self.join_keys.clone();
+        let key_types = self.key_types.clone();
+        let constant_key = self.constant_key.clone();
+        let version = self.version;
+        DerivedKey {
+            name: ENTITY_KEY_COLUMN.to_owned(),
+            data_type: DataType::Binary,
+            derive: Arc::new(move |columns: &[ArrayRef]| {
+                let rows = columns.first().map_or(1, |c| c.len());
+                let names: Vec<&str> = join_keys.iter().map(String::as_str).collect();
+                let keys =
+                    serialize_keys(&names, columns, &key_types, version, &constant_key, rows)
+                        .map_err(|e| e.to_string())?;
+                keys.into_binary_array()
+                    .map(|a| Arc::new(a) as ArrayRef)
+                    .ok_or_else(|| "more than 2 GiB of entity keys in one batch".to_owned())
+            }),
+        }
+    }
+
     /// The write batch (see `OnlineStore::write_batch`) for `latest`, a batch of
     /// `LatestRows`.
     pub fn encode(&self, latest: &RecordBatch) -> Result<RecordBatch, MaterializeError> {
         let rows = latest.num_rows();
-        let keys = match &self.constant_key {
-            Some(key) => {
-                let mut out = ByteRows::with_capacity(rows, rows * key.len());
-                for _ in 0..rows {
-                    out.push_with(|buf| buf.extend_from_slice(key));
-                }
-                out
-            }
-            None => {
-                let names: Vec<&str> = self.join_keys.iter().map(String::as_str).collect();
-                let columns = names
-                    .iter()
-                    .map(|name| self.column(latest, name).cloned())
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut out = ByteRows::with_capacity(rows, rows * 32);
-                serialize_key_columns_into(
-                    &names,
-                    &columns,
-                    &self.key_types,
-                    self.version,
-                    &mut out,
-                )
-                .map_err(self.encode_error("the entity keys".into()))?;
-                out
-            }
+        if let Some(derived) = latest.column_by_name(ENTITY_KEY_COLUMN)
+            && derived.data_type() == &DataType::Binary
+        {
+            return self.encode_with_keys(latest, derived.clone());
+        }
+        let names: Vec<&str> = self.join_keys.iter().map(String::as_str).collect();
+        let columns = match self.constant_key {
+            Some(_) => Vec::new(),
+            None => names
+                .iter()
+                .map(|name| self.column(latest, name).cloned())
+                .collect::<Result<Vec<_>, _>>()?,
         };
+        let keys = serialize_keys(
+            &names,
+            &columns,
+            &self.key_types,
+            self.version,
+            &self.constant_key,
+            rows,
+        )
+        .map_err(self.encode_error("the entity keys".into()))?;
+        let keys: ArrayRef = Arc::new(self.binary(keys)?);
+        self.encode_with_keys(latest, keys)
+    }
+
+    /// The write batch for `latest` with `keys` (serialized, one per row).
+    fn encode_with_keys(
+        &self,
+        latest: &RecordBatch,
+        keys: ArrayRef,
+    ) -> Result<RecordBatch, MaterializeError> {
+        let rows = latest.num_rows();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.features.len() + 3);
-        columns.push(Arc::new(self.binary(keys)?));
+        columns.push(keys);
         columns.push(self.timestamp(latest, LATEST_EVENT_TS)?);
         columns.push(self.timestamp(latest, LATEST_CREATED_TS)?);
         for (name, dtype) in &self.features {

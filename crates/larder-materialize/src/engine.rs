@@ -111,6 +111,7 @@ impl InProcessEngine {
                 start: task.start,
                 end: task.end,
                 memory_limit: self.options.memory_limit,
+                derived_key: Some(encoder.derived_key()),
             })
             .await
             .map_err(offline_error)?;
@@ -226,5 +227,44 @@ impl Pending {
                 arrow::compute::concat_batches(&schema, &parts)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(values))])
+            .expect("batch")
+    }
+
+    fn values(batch: &RecordBatch) -> Vec<i64> {
+        batch
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn pending_batches_are_gathered_and_split_in_order() {
+        let mut pending = Pending::default();
+        pending.push(batch(0..3));
+        pending.push(batch(3..8));
+        pending.push(batch(8..9));
+        assert_eq!(pending.rows, 9);
+        assert_eq!(values(&pending.take(4).unwrap()), vec![0, 1, 2, 3]);
+        assert_eq!(pending.rows, 5);
+        assert_eq!(values(&pending.take(4).unwrap()), vec![4, 5, 6, 7]);
+        assert_eq!(values(&pending.take(4).unwrap()), vec![8]);
+        assert_eq!(pending.rows, 0);
+        assert!(pending.take(4).is_err(), "nothing left to take");
     }
 }

@@ -18,8 +18,8 @@ mod store;
 pub use error::OfflineError;
 pub use file::{FileOfflineStore, FileStoreOptions};
 pub use store::{
-    AppendReport, EntityInput, HistoricalRequest, LATEST_CREATED_TS, LATEST_EVENT_TS,
-    LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
+    AppendReport, DeriveKeyFn, DerivedKey, EntityInput, HistoricalRequest, LATEST_CREATED_TS,
+    LATEST_EVENT_TS, LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
 };
 
 /// The stream type retrievals return (DataFusion's, re-exported so callers need not depend on it).

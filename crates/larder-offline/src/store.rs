@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -54,6 +54,34 @@ pub struct LatestRequest {
     pub end: DateTime<Utc>,
     /// Memory this read may use before it spills to disk; `None`: the store's own limit.
     pub memory_limit: Option<usize>,
+    /// A column derived from the join keys to key the rows by, added to the output
+    /// (materialization asks for the online store's serialized entity key).
+    pub derived_key: Option<DerivedKey>,
+}
+
+/// Computes one column from the join key columns of a batch (in the view's join key order,
+/// typed as its entity columns).
+pub type DeriveKeyFn = dyn Fn(&[ArrayRef]) -> Result<ArrayRef, String> + Send + Sync + 'static;
+
+/// A key column derived from the join keys: it must be injective (distinct join key tuples
+/// give distinct values) and never null. [`LatestRows`] then carries it as the last column,
+/// named `name`, and a store that can sorts its output by it, ascending: written in that
+/// order, the online store's index grows in order instead of at random places, which is what
+/// keeps a large materialization's writes cheap.
+#[derive(Clone)]
+pub struct DerivedKey {
+    pub name: String,
+    pub data_type: DataType,
+    pub derive: Arc<DeriveKeyFn>,
+}
+
+impl std::fmt::Debug for DerivedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedKey")
+            .field("name", &self.name)
+            .field("data_type", &self.data_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to a [`LatestRequest`].
@@ -61,11 +89,12 @@ pub struct LatestRows {
     /// Columns: the view's join keys (named and typed as the view's entity columns), then
     /// [`LATEST_EVENT_TS`] (`Timestamp(Microsecond, "UTC")`, non-null), then
     /// [`LATEST_CREATED_TS`] (same type, null when the source has no created column), then
-    /// the features by name, typed as declared. Exactly one row per distinct join-key tuple
+    /// the features by name, typed as declared, then the [`DerivedKey`] when asked for
+    /// (ascending by it where the store can). Exactly one row per distinct join-key tuple
     /// among the source rows with `start <= event_ts <= end`: the one with the greatest
     /// event time, ties to the greatest created time. Rows with a null join key or event
     /// time are skipped. A view without join keys yields at most one row. Row order is
-    /// unspecified.
+    /// otherwise unspecified.
     pub stream: SendableRecordBatchStream,
     /// Source rows read so far (after the time filter), for progress reports.
     pub rows_read: Arc<AtomicU64>,

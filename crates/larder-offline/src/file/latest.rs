@@ -11,10 +11,11 @@ use datafusion::common::ScalarValue;
 use datafusion::common::stats::Precision;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, Literal, cast};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -27,9 +28,12 @@ use larder_spec::FileFormat;
 use super::FileOfflineStore;
 use super::sources::{file_source, read_file, resolve_path, source_rows};
 use crate::error::OfflineError;
-use crate::latest::plan_last_per_key;
+use crate::latest::plan_last_per_derived_key;
 use crate::progress::CountRowsExec;
 use crate::store::{LATEST_CREATED_TS, LATEST_EVENT_TS, LatestRequest, LatestRows};
+
+/// Least memory per sorting partition (below it, the deduplication sorts in one partition).
+const MIN_SORT_MEMORY: usize = 32 << 20;
 
 /// The type of both timestamp columns of [`LatestRows`].
 fn output_timestamp() -> DataType {
@@ -89,8 +93,21 @@ pub(crate) async fn pull_latest(
     let created = has_created.then_some(key_count + 1);
     let first_feature = key_count + 1 + usize::from(has_created);
     let order: Vec<usize> = std::iter::once(ts).chain(created).collect();
-    let latest = plan_last_per_key(counted, (0..key_count).collect(), &order, partitions)
-        .map_err(OfflineError::execution)?;
+    let derived = request.derived_key.clone();
+    // Each sorting partition merges its spilled runs at the end, and concurrent merges
+    // compete for the pool: under a small limit, one partition sorts with all of it.
+    let sort_partitions = match request.memory_limit {
+        Some(limit) if limit / partitions < MIN_SORT_MEMORY => 1,
+        _ => partitions,
+    };
+    let latest = plan_last_per_derived_key(
+        counted,
+        (0..key_count).collect(),
+        &order,
+        sort_partitions,
+        derived.clone(),
+    )
+    .map_err(OfflineError::execution)?;
 
     let schema = latest.schema();
     let col =
@@ -115,12 +132,29 @@ pub(crate) async fn pull_latest(
     for (i, (field, _)) in view.features.iter().enumerate() {
         exprs.push((col(first_feature + i), field.name.to_string()));
     }
+    if let Some(derived) = &derived {
+        // Last column of the deduplicated rows.
+        exprs.push((col(schema.fields().len() - 1), derived.name.clone()));
+    }
     let projected: Arc<dyn ExecutionPlan> =
         Arc::new(ProjectionExec::try_new(exprs, latest).map_err(OfflineError::execution)?);
-    let output: Arc<dyn ExecutionPlan> = if projected.output_partitioning().partition_count() > 1 {
-        Arc::new(CoalescePartitionsExec::new(projected))
-    } else {
-        projected
+    let output: Arc<dyn ExecutionPlan> = match &derived {
+        _ if projected.output_partitioning().partition_count() <= 1 => projected,
+        // Each partition is sorted by the derived key: merged, the whole stream is.
+        Some(_) => {
+            let schema = projected.schema();
+            let last = schema.fields().len() - 1;
+            let ordering = LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(
+                Column::new(schema.field(last).name(), last),
+            ))
+            .asc()
+            .nulls_first()])
+            .ok_or_else(|| {
+                OfflineError::execution(DataFusionError::Internal("an empty merge ordering".into()))
+            })?;
+            Arc::new(SortPreservingMergeExec::new(ordering, projected))
+        }
+        None => Arc::new(CoalescePartitionsExec::new(projected)),
     };
     tracing::debug!(
         view = view.view.name.as_str(),

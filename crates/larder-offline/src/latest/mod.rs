@@ -45,9 +45,12 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::rownum::only_child;
+use crate::store::DerivedKey;
 
+mod derive;
 mod partial;
 
+pub use derive::DeriveKeyExec;
 pub use partial::PartialLatestExec;
 
 /// The last row of each key run of a sorted input; see the module documentation.
@@ -302,10 +305,25 @@ pub fn plan_last_per_key(
     order: &[usize],
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    plan_last_per_derived_key(input, keys, order, partitions, None)
+}
+
+/// As [`plan_last_per_key`], keyed by a [`DerivedKey`] of the `keys` when one is given: the
+/// hash pre-deduplication still runs on the keys themselves (cheaper to hash; the derived
+/// key is injective, so the groups are the same), then [`DeriveKeyExec`] appends the derived
+/// column (last) to the fewer rows left, and the repartition, sort and final deduplication
+/// run on it, so each output partition comes sorted by it.
+pub fn plan_last_per_derived_key(
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<usize>,
+    order: &[usize],
+    partitions: usize,
+    derived: Option<DerivedKey>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = input.schema();
-    let sort = |columns: &mut dyn Iterator<Item = usize>, descending: bool| {
+    let sort = |schema: &Schema, columns: &mut dyn Iterator<Item = usize>, descending: bool| {
         let exprs = columns.map(|i| {
-            let expr = PhysicalSortExpr::new_default(column(&schema, i));
+            let expr = PhysicalSortExpr::new_default(column(schema, i));
             if descending {
                 expr.desc().nulls_last()
             } else {
@@ -321,10 +339,14 @@ pub fn plan_last_per_key(
         } else {
             input
         };
-        let ordering = sort(&mut order.iter().copied(), true)?;
+        let ordering = sort(&schema, &mut order.iter().copied(), true)?;
         let top: Arc<dyn ExecutionPlan> =
             Arc::new(SortExec::new(ordering, single).with_fetch(Some(1)));
-        return Ok(Arc::new(LastPerKeyExec::try_new(top, keys)?));
+        let last: Arc<dyn ExecutionPlan> = Arc::new(LastPerKeyExec::try_new(top, keys)?);
+        return match derived {
+            Some(derived) => Ok(Arc::new(DeriveKeyExec::try_new(last, vec![], derived)?)),
+            None => Ok(last),
+        };
     }
     let input: Arc<dyn ExecutionPlan> = if order
         .iter()
@@ -338,12 +360,21 @@ pub fn plan_last_per_key(
     } else {
         input
     };
+    let (input, keys) = match derived {
+        Some(derived) => {
+            let appended = DeriveKeyExec::try_new(input, keys, derived)?;
+            let index = appended.schema().fields().len() - 1;
+            (Arc::new(appended) as Arc<dyn ExecutionPlan>, vec![index])
+        }
+        None => (input, keys),
+    };
+    let schema = input.schema();
     let hash = keys.iter().map(|&i| column(&schema, i)).collect();
     let repartitioned: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
         input,
         Partitioning::Hash(hash, partitions.max(1)),
     )?);
-    let ordering = sort(&mut keys.iter().chain(order).copied(), false)?;
+    let ordering = sort(&schema, &mut keys.iter().chain(order).copied(), false)?;
     let sorted: Arc<dyn ExecutionPlan> =
         Arc::new(SortExec::new(ordering, repartitioned).with_preserve_partitioning(true));
     Ok(Arc::new(LastPerKeyExec::try_new(sorted, keys)?))

@@ -205,6 +205,18 @@ pub async fn pull(
     (start_us, end_us): (i64, i64),
     memory_limit: Option<usize>,
 ) -> Result<Latest, OfflineError> {
+    pull_derived(fx, store, view, (start_us, end_us), memory_limit, None).await
+}
+
+/// As [`pull`], asking for a derived key column.
+pub async fn pull_derived(
+    fx: &Fixture,
+    store: &FileOfflineStore,
+    view: &str,
+    (start_us, end_us): (i64, i64),
+    memory_limit: Option<usize>,
+    derived_key: Option<larder_offline::DerivedKey>,
+) -> Result<Latest, OfflineError> {
     let time = |us| chrono::DateTime::from_timestamp_micros(us).expect("time in range");
     let rows = store
         .pull_latest(LatestRequest {
@@ -213,6 +225,7 @@ pub async fn pull(
             start: time(start_us),
             end: time(end_us),
             memory_limit,
+            derived_key,
         })
         .await?;
     let schema = rows.stream.schema();

@@ -73,6 +73,36 @@ fn oracle(
     best.into_iter().map(|(k, (_, rows))| (k, rows)).collect()
 }
 
+const DERIVED: &str = "__derived";
+
+/// An injective key encoding whose byte order differs from the keys' order (the first key's
+/// bytes swapped), as Feast's little-endian entity keys are.
+fn derive_one(key: i64, region: Option<&str>) -> Vec<u8> {
+    let mut out = (key as u64).swap_bytes().to_be_bytes().to_vec();
+    if let Some(region) = region {
+        out.extend_from_slice(region.as_bytes());
+    }
+    out
+}
+
+fn derived_key(two_keys: bool) -> larder_offline::DerivedKey {
+    larder_offline::DerivedKey {
+        name: DERIVED.into(),
+        data_type: arrow::datatypes::DataType::Binary,
+        derive: std::sync::Arc::new(move |columns: &[ArrayRef]| {
+            let keys = columns[0].as_primitive::<Int64Type>();
+            let regions = two_keys.then(|| columns[1].as_string::<i32>());
+            let values: Vec<Vec<u8>> = (0..keys.len())
+                .map(|i| derive_one(keys.value(i), regions.map(|r| r.value(i))))
+                .collect();
+            Ok(
+                std::sync::Arc::new(arrow::array::BinaryArray::from_iter_values(values))
+                    as ArrayRef,
+            )
+        }),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -85,6 +115,7 @@ proptest! {
         length in 0i64..12,
         partitions in 1usize..4,
         batch_size in 1usize..9,
+        derived in any::<bool>(),
     ) {
         let window = (start, start + length);
         let row_ids: Vec<i64> = (0..rows.len() as i64).collect();
@@ -117,7 +148,14 @@ proptest! {
             .build()
             .expect("runtime");
         let out = runtime
-            .block_on(pull(&fx, &store, "fv", (hours(window.0), hours(window.1)), None))
+            .block_on(pull_derived(
+                &fx,
+                &store,
+                "fv",
+                (hours(window.0), hours(window.1)),
+                None,
+                derived.then(|| derived_key(two_keys)),
+            ))
             .expect("read");
         let expected = oracle(&rows, two_keys, has_created, window);
 
@@ -141,6 +179,19 @@ proptest! {
             prop_assert_eq!(events[i], source.hour.map(hours), "event time of row {}", row);
             let want_created = if has_created { source.created.map(hours) } else { None };
             prop_assert_eq!(created_out[i], want_created, "created time of row {}", row);
+        }
+        if derived {
+            // The derived column is the function of each row's keys, and the rows come
+            // sorted by it.
+            let column = out.column_by_name(DERIVED).expect("derived column");
+            let values: Vec<&[u8]> = column.as_binary::<i32>().iter().map(|v| v.expect("non-null")).collect();
+            for i in 0..out.num_rows() {
+                let region = regions.as_ref().and_then(|r| r[i]);
+                prop_assert_eq!(values[i], &derive_one(keys[i].expect("key"), region)[..], "row {}", i);
+            }
+            prop_assert!(values.windows(2).all(|w| w[0] < w[1]), "not sorted: {:?}", values);
+        } else {
+            prop_assert!(out.column_by_name(DERIVED).is_none());
         }
         prop_assert_eq!(
             got.keys().collect::<Vec<_>>(),
