@@ -1,6 +1,7 @@
 //! A small pool of SQLite connections, each used by one blocking task at a time.
 //!
-//! SQLite calls block, so every use runs in `tokio::task::spawn_blocking`. A semaphore
+//! SQLite calls block, so long work runs in `tokio::task::spawn_blocking`; short reads may
+//! run on the calling thread (`run_here`). A semaphore
 //! bounds the connections in use; idle ones wait in a `Vec` and are opened lazily up to
 //! the pool size. A connection whose task panicked is dropped, not returned.
 //!
@@ -102,6 +103,28 @@ impl Pool {
         });
         task.await
             .map_err(|e| OnlineError::internal(format!("an SQLite task failed: {e}")))?
+    }
+}
+
+impl Pool {
+    /// Runs `work` on a pooled connection on the calling thread, for work short enough to
+    /// block an async worker for (it skips two thread hand-offs).
+    pub(crate) async fn run_here<R, F>(&self, work: F) -> Result<R, OnlineError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, OnlineError>,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| OnlineError::internal("the SQLite connection pool is closed"))?;
+        let mut conn = match self.shared.take() {
+            Some(conn) => conn,
+            None => open_connection(&self.shared.config, false)?,
+        };
+        let out = work(&mut conn);
+        self.shared.give_back(conn);
+        out
     }
 }
 
