@@ -186,8 +186,8 @@ fn parse_time_json(json: &Json) -> Result<i64, String> {
 /// with or without fractional seconds and offset (none: UTC), or a date.
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
+    if let Some(t) = parse_iso_fast(text) {
+        return Some(t);
     }
     for format in [
         "%Y-%m-%d %H:%M:%S%.f%:z",
@@ -214,6 +214,27 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The forms pushes almost always use (`2025-06-01 00:00:01`, `...T...`, fractions, `Z`
+/// or `±HH:MM`) through chrono's hand-written RFC 3339 parser: the format-string parsers
+/// took a third of a 100-row push's time.
+fn parse_iso_fast(text: &str) -> Option<DateTime<Utc>> {
+    let bytes = text.as_bytes();
+    if !text.is_ascii() || bytes.len() < 19 || !matches!(bytes[10], b' ' | b'T' | b't') {
+        return None;
+    }
+    let has_offset = text[19..].contains(['Z', 'z', '+', '-']);
+    let mut normalized = String::with_capacity(bytes.len() + 1);
+    normalized.push_str(&text[..10]);
+    normalized.push('T');
+    normalized.push_str(&text[11..]);
+    if !has_offset {
+        normalized.push('Z');
+    }
+    DateTime::parse_from_rfc3339(&normalized)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::Array;
@@ -231,9 +252,21 @@ mod tests {
             "2022-05-13 10:59:42",
             "2022-05-13T10:59:42.000",
             "2022-05-13 12:59:42+02:00",
+            "2022-05-13 08:59:42-02:00",
+            "2022-05-13t10:59:42z",
+            "2022-05-13 10:59:42+0000",
+            "2022-05-13T10:59",
         ] {
-            assert_eq!(parse_timestamp(text), Some(want), "{text}");
+            assert_eq!(
+                parse_timestamp(text),
+                Some(want - chrono::Duration::seconds(if text.len() == 16 { 42 } else { 0 })),
+                "{text}"
+            );
         }
+        let fraction = "2022-05-13T10:59:42.250Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(parse_timestamp("2022-05-13 10:59:42.25"), Some(fraction));
+        assert_eq!(parse_timestamp("2022-05-13 10:59:4x"), None);
+        assert_eq!(parse_timestamp("2022-05-13 25:00:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(parse_time_json(&serde_json::json!(1)).unwrap(), 1_000_000);
     }
