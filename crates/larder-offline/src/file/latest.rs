@@ -32,9 +32,6 @@ use crate::latest::plan_last_per_derived_key;
 use crate::progress::CountRowsExec;
 use crate::store::{LATEST_CREATED_TS, LATEST_EVENT_TS, LatestRequest, LatestRows};
 
-/// Least memory per sorting partition (below it, the deduplication sorts in one partition).
-const MIN_SORT_MEMORY: usize = 32 << 20;
-
 /// The type of both timestamp columns of [`LatestRows`].
 fn output_timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -97,8 +94,8 @@ pub(crate) async fn pull_latest(
     // Each sorting partition merges its spilled runs at the end, and concurrent merges
     // compete for the pool: under a small limit, one partition sorts with all of it.
     let sort_partitions = match request.memory_limit {
-        Some(limit) if limit / partitions < MIN_SORT_MEMORY => 1,
-        _ => partitions,
+        Some(limit) => store.sort_partitions(limit, 2),
+        None => partitions,
     };
     let latest = plan_last_per_derived_key(
         counted,

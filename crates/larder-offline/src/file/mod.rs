@@ -106,6 +106,19 @@ impl FileOfflineStore {
         rows.saturating_mul(width) <= limit / 2
     }
 
+    /// Partitions for plans whose every partition runs `sorts` spilling sorts: each sort
+    /// merges its spilled runs at the end, and concurrent merges compete for the pool, so
+    /// below [`MIN_SORT_MEMORY`] per sort one partition sorts with all of it (a 16 MB limit
+    /// split four ways failed about one run in ten).
+    pub(crate) fn sort_partitions(&self, limit: usize, sorts: usize) -> usize {
+        let partitions = self.options.partitions.max(1);
+        if limit / (partitions * sorts.max(1)) < MIN_SORT_MEMORY {
+            1
+        } else {
+            partitions
+        }
+    }
+
     /// A session on the shared runtime (memory pool, spill files).
     pub(crate) fn session(&self, partitions: usize) -> SessionContext {
         self.session_on(
@@ -146,6 +159,9 @@ impl FileOfflineStore {
         build_runtime(&self.options, limit)
     }
 }
+
+/// Least memory per spilling sort before plans sort in fewer partitions.
+pub(crate) const MIN_SORT_MEMORY: usize = 16 << 20;
 
 /// The memory limit of the store: the configured one, else half of this machine's memory.
 fn memory_limit(options: &FileStoreOptions) -> usize {
@@ -279,7 +295,7 @@ impl OfflineStore for FileOfflineStore {
                 outputs,
                 names,
                 ttl_ns,
-                self.options.partitions.max(1),
+                self.sort_partitions(memory_limit(&self.options), 2),
             )
             .map_err(OfflineError::execution)?;
         }
