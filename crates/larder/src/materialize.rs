@@ -38,7 +38,7 @@ pub struct MaterializeOptions {
     /// Views to materialize; `None`: every online view.
     pub views: Option<Vec<String>>,
     /// Memory the whole run may use for deduplication before spilling (split between the
-    /// views that run at once); `None`: 96 MiB.
+    /// views that run at once); `None`: 64 MiB.
     pub memory_limit: Option<usize>,
     /// Views materialized at once (`None`: the number of cores).
     pub parallelism: Option<usize>,
@@ -79,9 +79,10 @@ impl MaterializationReport {
     }
 }
 
-/// Measured on the Feast peer's data (bench/online): peak RSS 167 MB at 1.2M source rows and
-/// 290 MB at 12M, where 256 MiB gave 214 MB and 437 MB; deduplication spills past it.
-const DEFAULT_RUN_MEMORY: usize = 96 << 20;
+/// Measured on the Feast peer's data (bench/online): peak RSS 164 MB at 1.2M source rows and
+/// 266 MB at 12M (96 MiB gave 167 and 290 to 344 MB from run to run, 256 MiB 214 and
+/// 437 MB); deduplication spills past it.
+const DEFAULT_RUN_MEMORY: usize = 64 << 20;
 
 impl FeatureStore {
     /// Resolves which views a run materializes and over which windows, from the registry.
