@@ -10,6 +10,7 @@ pub mod asof;
 mod error;
 mod file;
 pub mod latest;
+pub mod map;
 pub mod progress;
 pub mod reorder;
 pub mod rownum;

@@ -29,7 +29,7 @@ use super::FileOfflineStore;
 use super::sources::{file_source, read_file, resolve_path, source_rows};
 use crate::error::OfflineError;
 use crate::latest::plan_last_per_derived_key;
-use crate::progress::CountRowsExec;
+use crate::progress::count_rows;
 use crate::store::{LATEST_CREATED_TS, LATEST_EVENT_TS, LatestRequest, LatestRows};
 
 /// The type of both timestamp columns of [`LatestRows`].
@@ -82,7 +82,7 @@ pub(crate) async fn pull_latest(
     }
     let scan = rows.create_physical_plan().await.map_err(read_error)?;
     let rows_read = Arc::new(AtomicU64::new(0));
-    let counted: Arc<dyn ExecutionPlan> = Arc::new(CountRowsExec::new(scan, rows_read.clone()));
+    let counted: Arc<dyn ExecutionPlan> = Arc::new(count_rows(scan, rows_read.clone()));
 
     // Columns of `source_rows`: keys, `__ts`, [`__created`], features.
     let has_created = file.created_timestamp_column.is_some();

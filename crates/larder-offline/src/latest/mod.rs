@@ -50,7 +50,7 @@ use crate::store::DerivedKey;
 mod derive;
 mod partial;
 
-pub use derive::DeriveKeyExec;
+pub use derive::derive_key;
 pub use partial::PartialLatestExec;
 
 /// The last row of each key run of a sorted input; see the module documentation.
@@ -310,7 +310,7 @@ pub fn plan_last_per_key(
 
 /// As [`plan_last_per_key`], keyed by a [`DerivedKey`] of the `keys` when one is given: the
 /// hash pre-deduplication still runs on the keys themselves (cheaper to hash; the derived
-/// key is injective, so the groups are the same), then [`DeriveKeyExec`] appends the derived
+/// key is injective, so the groups are the same), then [`derive_key`] appends the derived
 /// column (last) to the fewer rows left, and the repartition, sort and final deduplication
 /// run on it, so each output partition comes sorted by it.
 pub fn plan_last_per_derived_key(
@@ -344,7 +344,7 @@ pub fn plan_last_per_derived_key(
             Arc::new(SortExec::new(ordering, single).with_fetch(Some(1)));
         let last: Arc<dyn ExecutionPlan> = Arc::new(LastPerKeyExec::try_new(top, keys)?);
         return match derived {
-            Some(derived) => Ok(Arc::new(DeriveKeyExec::try_new(last, vec![], derived)?)),
+            Some(derived) => Ok(Arc::new(derive_key(last, vec![], derived)?)),
             None => Ok(last),
         };
     }
@@ -362,7 +362,7 @@ pub fn plan_last_per_derived_key(
     };
     let (input, keys) = match derived {
         Some(derived) => {
-            let appended = DeriveKeyExec::try_new(input, keys, derived)?;
+            let appended = derive_key(input, keys, derived)?;
             let index = appended.schema().fields().len() - 1;
             (Arc::new(appended) as Arc<dyn ExecutionPlan>, vec![index])
         }
