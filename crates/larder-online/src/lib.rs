@@ -12,9 +12,15 @@
 pub mod batch;
 mod error;
 pub mod read;
+#[cfg(feature = "redis")]
+mod redis;
 mod sqlite;
 mod store;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    RedisConfig, RedisNode, RedisOnlineStore, RedisTopology, feature_field, redis_key, ts_field,
+};
 pub use error::{BoxError, OnlineError};
 pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_table_name};
 pub use store::{

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use larder_config::{EntityKeySerializationVersion, OnlineStoreConfig, RegistryType, RepoConfig};
 use larder_offline::OfflineStore;
-use larder_online::{OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable};
+use larder_online::{
+    OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, SqliteConfig, SqliteOnlineStore,
+    ViewTable,
+};
 use larder_registry::store::open_store;
 use larder_registry::{ApplyOutcome, Clock, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraAction, InfraObject, LoadOptions, Plan, load_definitions};
@@ -173,7 +176,7 @@ impl FeatureStore {
     }
 
     /// The configured online store, built once; `None` when the online store is disabled or
-    /// its backend is not in this build yet (only the embedded SQLite store is, so far).
+    /// its backend is not in this build yet.
     pub fn online_store(&self) -> Result<Option<Arc<dyn OnlineStore>>, Error> {
         if let Some(store) = self.online.get() {
             return Ok(store.clone());
@@ -182,6 +185,9 @@ impl FeatureStore {
             Some(OnlineStoreConfig::Sqlite(sqlite)) => {
                 let path = self.config.resolve_path(&sqlite.path);
                 Some(Arc::new(SqliteOnlineStore::open(&SqliteConfig::new(path))?))
+            }
+            Some(OnlineStoreConfig::Redis(redis)) => {
+                Some(Arc::new(RedisOnlineStore::new(redis_config(redis)?)))
             }
             _ => None,
         };
@@ -300,4 +306,23 @@ impl FeatureStore {
         }
         Ok((snapshot, self.project().to_string()))
     }
+}
+
+/// The Redis store's settings from the `online_store` block (Feast's keys).
+fn redis_config(block: &larder_config::RedisOnlineStoreConfig) -> Result<RedisConfig, Error> {
+    let topology = match block.redis_type {
+        larder_config::RedisType::Redis => RedisTopology::Standalone,
+        larder_config::RedisType::RedisCluster => RedisTopology::Cluster,
+        larder_config::RedisType::RedisSentinel => RedisTopology::Sentinel {
+            master: block.sentinel_master.clone(),
+        },
+    };
+    let mut config = RedisConfig::parse(topology, block.connection_string.expose())?;
+    config.key_ttl = block
+        .key_ttl_seconds
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs);
+    config.full_scan_for_deletion = block.full_scan_for_deletion;
+    config.skip_dedup = block.skip_dedup;
+    Ok(config)
 }

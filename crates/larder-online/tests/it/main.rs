@@ -3,4 +3,5 @@
 
 #[macro_use]
 mod conformance;
+mod redis;
 mod sqlite;

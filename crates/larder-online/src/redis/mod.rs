@@ -1,0 +1,292 @@
+//! The Redis online store, byte-compatible with Feast's (feast-behaviour.md §10.2): Feast
+//! reads what Larder writes and the reverse.
+//!
+//! Reads send one `HMGET` per (view, distinct key) for a whole request in one round trip.
+//! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
+//! with the row's event time and writes the view's fields only if the row is not older, so
+//! two writers never race (Feast reads then writes, and skips equal times; Larder lets an
+//! equal time overwrite, DESIGN.md §3). See [`layout`](self::layout) for the bytes.
+
+mod config;
+mod conn;
+mod layout;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use redis::Cmd;
+
+pub use self::config::{RedisConfig, RedisNode, RedisTopology};
+use self::conn::Connector;
+use self::layout::{UPSERT_SCRIPT, belongs_to_project, decode_ts, encode_ts, glob_escape};
+pub use self::layout::{feature_field, redis_key, ts_field};
+use crate::batch::WriteRows;
+use crate::error::OnlineError;
+use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
+use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable};
+
+/// Rows per `EVALSHA` on a standalone or sentinel deployment (one script call upserts this
+/// many keys; a cluster sends one key per call, since a script's keys must share a slot).
+const ROWS_PER_SCRIPT: usize = 64;
+/// Script calls per pipeline: bounds the bytes in flight per round trip.
+const SCRIPTS_PER_ROUND_TRIP: usize = 64;
+/// Keys per `HDEL` round trip when dropping a view.
+const DELETES_PER_ROUND_TRIP: usize = 1000;
+
+/// Feast's Redis layout on a standalone server, a cluster or a sentinel-managed primary.
+/// Cheap to build: the connection is made on first use (or by [`connect`](Self::connect)).
+#[derive(Debug)]
+pub struct RedisOnlineStore {
+    conn: Arc<Connector>,
+    script_sha: String,
+}
+
+impl RedisOnlineStore {
+    pub fn new(config: RedisConfig) -> Self {
+        RedisOnlineStore {
+            conn: Arc::new(Connector::new(config)),
+            script_sha: redis::Script::new(UPSERT_SCRIPT).get_hash().to_owned(),
+        }
+    }
+
+    /// Connects now; errors name the server (never the password).
+    pub async fn connect(&self) -> Result<(), OnlineError> {
+        self.conn.connect().await
+    }
+
+    fn config(&self) -> &RedisConfig {
+        self.conn.config()
+    }
+
+    /// One `EVALSHA` upserting `rows` (indexes into `batch`) of one view.
+    fn upsert_command(
+        &self,
+        table: &ViewTable,
+        batch: &WriteRows,
+        fields: &[[u8; 4]],
+        ts_field: &str,
+        rows: &[usize],
+    ) -> Cmd {
+        let config = self.config();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.script_sha).arg(rows.len());
+        for &row in rows {
+            cmd.arg(redis_key(batch.key(row), &table.project));
+        }
+        cmd.arg(ts_field)
+            .arg(config.key_ttl.map_or(0, |t| t.as_secs().max(1)))
+            .arg(fields.len())
+            .arg(if config.skip_dedup { "0" } else { "1" });
+        for field in fields {
+            cmd.arg(&field[..]);
+        }
+        let mut mask = vec![b'0'; fields.len()];
+        for &row in rows {
+            let (ts, seconds, nanos) = encode_ts(batch.event_ts(row));
+            for (f, m) in mask.iter_mut().enumerate() {
+                *m = if batch.value(f, row).is_some() {
+                    b'1'
+                } else {
+                    b'0'
+                };
+            }
+            cmd.arg(seconds).arg(nanos).arg(ts).arg(&mask[..]);
+            for f in 0..fields.len() {
+                cmd.arg(batch.value(f, row).unwrap_or_default());
+            }
+        }
+        cmd
+    }
+
+    /// Deletes `table`'s fields from every key of its project.
+    async fn delete_view(&self, table: &ViewTable) -> Result<(), OnlineError> {
+        let mut fields: Vec<Vec<u8>> = vec![ts_field(&table.view).into_bytes()];
+        fields.extend(
+            table
+                .features
+                .iter()
+                .map(|f| feature_field(&table.view, f).to_vec()),
+        );
+        let pattern = format!("*{}", glob_escape(&table.project));
+        let conn = self.conn.clone();
+        let fields = &fields;
+        self.conn
+            .scan(&pattern, |keys| {
+                let conn = conn.clone();
+                async move {
+                    let commands: Vec<Cmd> = keys
+                        .iter()
+                        .filter(|k| belongs_to_project(k, &table.project))
+                        .map(|k| {
+                            let mut hdel = redis::cmd("HDEL");
+                            hdel.arg(k.as_slice()).arg(fields);
+                            hdel
+                        })
+                        .collect();
+                    for chunk in commands.chunks(DELETES_PER_ROUND_TRIP) {
+                        conn.run::<i64>(chunk).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl OnlineStore for RedisOnlineStore {
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities {
+            newest_wins: !self.config().skip_dedup,
+            ttl_on_read: false,
+            cross_process: true,
+            max_keys_per_read: None,
+        }
+    }
+
+    async fn write_batch(&self, table: &ViewTable, rows: RecordBatch) -> Result<u64, OnlineError> {
+        let batch = WriteRows::new(table, &rows)?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let winners = batch.newest_per_key();
+        let fields: Vec<[u8; 4]> = table
+            .features
+            .iter()
+            .map(|f| feature_field(&table.view, f))
+            .collect();
+        let ts_field = ts_field(&table.view);
+        let rows_per_script = match self.config().topology {
+            RedisTopology::Cluster => 1,
+            RedisTopology::Standalone | RedisTopology::Sentinel { .. } => ROWS_PER_SCRIPT,
+        };
+        let mut written = 0u64;
+        for round in winners.chunks(rows_per_script * SCRIPTS_PER_ROUND_TRIP) {
+            let commands: Vec<Cmd> = round
+                .chunks(rows_per_script)
+                .map(|rows| self.upsert_command(table, &batch, &fields, &ts_field, rows))
+                .collect();
+            let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &commands).await?;
+            written += counts.iter().sum::<u64>();
+        }
+        Ok(written)
+    }
+
+    async fn read(
+        &self,
+        table: &ViewTable,
+        keys: &[&[u8]],
+        features: &[&str],
+    ) -> Result<RecordBatch, OnlineError> {
+        let request = ReadRequest {
+            table,
+            keys,
+            features,
+        };
+        let mut out = self.read_many(std::slice::from_ref(&request)).await?;
+        out.pop()
+            .ok_or_else(|| OnlineError::internal("a one-view read returned no result"))
+    }
+
+    async fn read_many(
+        &self,
+        requests: &[ReadRequest<'_>],
+    ) -> Result<Vec<RecordBatch>, OnlineError> {
+        struct Planned<'a> {
+            index: KeyIndex<'a>,
+            slots: FeatureSlots<'a>,
+            first_command: usize,
+        }
+        let mut commands: Vec<Cmd> = Vec::new();
+        let mut plans: Vec<Planned<'_>> = Vec::with_capacity(requests.len());
+        for request in requests {
+            let index = KeyIndex::new(request.keys.iter().copied());
+            let slots = FeatureSlots::new(request.features);
+            let fields: Vec<[u8; 4]> = slots
+                .names()
+                .iter()
+                .map(|f| feature_field(&request.table.view, f))
+                .collect();
+            let ts = ts_field(&request.table.view);
+            let first_command = commands.len();
+            for key in index.unique() {
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(redis_key(key, &request.table.project));
+                for field in &fields {
+                    hmget.arg(&field[..]);
+                }
+                hmget.arg(&ts);
+                commands.push(hmget);
+            }
+            plans.push(Planned {
+                index,
+                slots,
+                first_command,
+            });
+        }
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&commands).await?;
+        let mut out = Vec::with_capacity(requests.len());
+        for (request, plan) in requests.iter().zip(&plans) {
+            // Per distinct key: its event time and its values by feature slot.
+            let mut found: Vec<Option<(i64, Vec<Option<&[u8]>>)>> =
+                Vec::with_capacity(plan.index.unique().len());
+            for reply in
+                &replies[plan.first_command..plan.first_command + plan.index.unique().len()]
+            {
+                let n = plan.slots.len();
+                if reply.len() != n + 1 {
+                    return Err(OnlineError::internal(format!(
+                        "HMGET of {} fields answered {} values",
+                        n + 1,
+                        reply.len()
+                    )));
+                }
+                found.push(match &reply[n] {
+                    None => None,
+                    Some(ts) => {
+                        let micros = decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
+                            message: format!(
+                                "field `_ts:{}` of a redis hash is not a protobuf timestamp",
+                                request.table.view
+                            ),
+                        })?;
+                        Some((micros, reply[..n].iter().map(|v| v.as_deref()).collect()))
+                    }
+                });
+            }
+            let mut builder =
+                ReadBatchBuilder::new(&plan.slots, request.features, request.keys.len());
+            for &slot in plan.index.slots() {
+                match &found[slot] {
+                    Some((ts, values)) => builder.push_found(*ts, values),
+                    None => builder.push_missing(),
+                }
+            }
+            out.push(builder.finish()?);
+        }
+        Ok(out)
+    }
+
+    async fn update_infra(
+        &self,
+        _keep: &[ViewTable],
+        delete: &[ViewTable],
+    ) -> Result<(), OnlineError> {
+        // Hashes appear on first write: nothing to create for the views kept.
+        if !self.config().full_scan_for_deletion {
+            return Ok(());
+        }
+        for table in delete {
+            self.delete_view(table).await?;
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self, tables: &[ViewTable]) -> Result<(), OnlineError> {
+        for table in tables {
+            self.delete_view(table).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! The Redis store: the conformance suite on a standalone server (`LARDER_TEST_REDIS_URL`),
+//! on a 3-node cluster and on a sentinel-managed primary (both started here from the
+//! `redis-server` binary when `LARDER_TEST_REDIS_URL` is set), then Feast's exact bytes.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use larder_online::{
+    OnlineError, OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, feature_field,
+    redis_key, ts_field,
+};
+use larder_types::feast::Value;
+
+use crate::conformance::{Fixture, key, read, ts, value, view, write};
+
+const URL_VAR: &str = "LARDER_TEST_REDIS_URL";
+
+/// `host:port` of the standalone server CI names in `LARDER_TEST_REDIS_URL`.
+fn standalone_address() -> (String, u16) {
+    let url = std::env::var(URL_VAR).unwrap_or_else(|_| panic!("{URL_VAR} is not set"));
+    let rest = url
+        .strip_prefix("redis://")
+        .unwrap_or_else(|| panic!("{URL_VAR} must be redis://host:port, found `{url}`"));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = authority
+        .rsplit_once(':')
+        .map_or((authority, 6379), |(h, p)| {
+            (h, p.parse().expect("a numeric port"))
+        });
+    (host.to_owned(), port)
+}
+
+pub async fn fixture() -> Fixture {
+    let (host, port) = standalone_address();
+    let store = RedisOnlineStore::new(RedisConfig::standalone(host, port));
+    store
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{URL_VAR} is set but Redis does not answer: {e}"));
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(()),
+    }
+}
+
+online_store_conformance!(conformance, crate::redis::fixture, requires "LARDER_TEST_REDIS_URL");
+
+// ----- servers started by the tests -----
+
+/// A `redis-server` child that dies with this test process: it runs under a shell that
+/// kills it once our end of its stdin closes (also when the test binary exits).
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(dir: &std::path::Path, args: &str) -> Server {
+    let script = format!(
+        "cd '{}' && {args} & pid=$!; read _; kill $pid",
+        dir.display()
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (is it installed?)");
+    Server { child }
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not come up in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli (is it installed?)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Cluster {
+    ports: Vec<u16>,
+    _servers: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+/// One 3-primary cluster per test binary.
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers = ports
+            .iter()
+            .map(|port| {
+                spawn(
+                    dir.path(),
+                    &format!(
+                        "redis-server --port {port} --bind 127.0.0.1 --cluster-enabled yes \
+                         --cluster-config-file nodes-{port}.conf --save '' --appendonly no"
+                    ),
+                )
+            })
+            .collect();
+        for &port in &ports {
+            wait_for("a cluster node", || cli(port, &["PING"]).contains("PONG"));
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(nodes.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        cli(ports[0], &args);
+        wait_for("the cluster", || {
+            ports
+                .iter()
+                .all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        });
+        Cluster {
+            ports,
+            _servers: servers,
+            _dir: dir,
+        }
+    })
+}
+
+pub async fn cluster_fixture() -> Fixture {
+    let ports = &cluster().ports;
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let config = RedisConfig::parse(RedisTopology::Cluster, &nodes.join(",")).expect("config");
+    let store = RedisOnlineStore::new(config);
+    store.connect().await.expect("connect to the test cluster");
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(()),
+    }
+}
+
+online_store_conformance!(cluster_conformance, crate::redis::cluster_fixture, requires "LARDER_TEST_REDIS_URL");
+
+struct Sentinel {
+    sentinel_port: u16,
+    _servers: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+/// One primary watched by one sentinel (quorum 1) per test binary.
+fn sentinel() -> &'static Sentinel {
+    static SENTINEL: OnceLock<Sentinel> = OnceLock::new();
+    SENTINEL.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (primary, sentinel_port) = (free_port(), free_port());
+        let primary_server = spawn(
+            dir.path(),
+            &format!("redis-server --port {primary} --bind 127.0.0.1 --save '' --appendonly no"),
+        );
+        wait_for("the primary", || cli(primary, &["PING"]).contains("PONG"));
+        std::fs::write(
+            dir.path().join("sentinel.conf"),
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor larder 127.0.0.1 {primary} 1\n"
+            ),
+        )
+        .expect("write sentinel.conf");
+        let sentinel_server = spawn(dir.path(), "redis-server sentinel.conf --sentinel");
+        wait_for("the sentinel", || {
+            cli(
+                sentinel_port,
+                &["SENTINEL", "get-master-addr-by-name", "larder"],
+            )
+            .contains(&primary.to_string())
+        });
+        Sentinel {
+            sentinel_port,
+            _servers: vec![primary_server, sentinel_server],
+            _dir: dir,
+        }
+    })
+}
+
+pub async fn sentinel_fixture() -> Fixture {
+    let port = sentinel().sentinel_port;
+    let config = RedisConfig::parse(
+        RedisTopology::Sentinel {
+            master: "larder".into(),
+        },
+        &format!("127.0.0.1:{port}"),
+    )
+    .expect("config");
+    let store = RedisOnlineStore::new(config);
+    store.connect().await.expect("connect through the sentinel");
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(()),
+    }
+}
+
+online_store_conformance!(sentinel_conformance, crate::redis::sentinel_fixture, requires "LARDER_TEST_REDIS_URL");
+
+// ----- Feast's bytes -----
+
+fn services() -> bool {
+    if std::env::var_os(URL_VAR).is_none() {
+        eprintln!("not run: set {URL_VAR} to run this case");
+        return false;
+    }
+    true
+}
+
+/// The raw hash of `key` in `project`, read with redis-cli-free plain commands.
+async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (host, port) = standalone_address();
+    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(redis_key(key, project))
+        .query_async(&mut conn)
+        .await
+        .expect("HGETALL");
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test]
+async fn stores_feasts_layout() {
+    if !services() {
+        return;
+    }
+    let store = fixture().await.store;
+    let t = view("driver_hourly_stats", &["conv_rate", "trips"]);
+    let micros = 1_700_000_000_123_456;
+    write(
+        store.as_ref(),
+        &t,
+        &[(1001, micros, vec![Some(Value::double(0.5)), None])],
+    )
+    .await;
+    let fields = hash(&t.project, &key(1001)).await;
+    let conv = feature_field("driver_hourly_stats", "conv_rate").to_vec();
+    let ts_name = ts_field("driver_hourly_stats").into_bytes();
+    // `trips` was not in the row: no field for it (Feast writes an empty Value there; both
+    // read back as "no value").
+    assert_eq!(fields.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), {
+        let mut want = vec![conv.clone(), ts_name.clone()];
+        want.sort();
+        want
+    });
+    let stored = |name: &[u8]| {
+        fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.clone())
+            .expect("field present")
+    };
+    assert_eq!(stored(&conv), Value::double(0.5).to_bytes());
+    // google.protobuf.Timestamp{seconds: 1700000000, nanos: 123456000}
+    assert_eq!(
+        stored(&ts_name),
+        larder_types::feast::ProtoTimestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_000
+        }
+        .to_bytes()
+    );
+    store.teardown(&[t]).await.expect("teardown");
+}
+
+#[tokio::test]
+async fn reads_what_feast_wrote_and_keeps_its_newer_rows() {
+    if !services() {
+        return;
+    }
+    let store = fixture().await.store;
+    let t = view("feast_written", &["f"]);
+    // A hash as Feast's Python SDK writes it.
+    let (host, port) = standalone_address();
+    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let newer = 2_000_000_000_000_000i64;
+    let _: () = redis::cmd("HSET")
+        .arg(redis_key(&key(5), &t.project))
+        .arg(&feature_field("feast_written", "f")[..])
+        .arg(Value::int64(42).to_bytes())
+        .arg(ts_field("feast_written"))
+        .arg(larder_types::feast::ProtoTimestamp::from_micros(newer).to_bytes())
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let got = read(store.as_ref(), &t, &[5], &["f"]).await;
+    assert_eq!(ts(&got, 0), Some(newer));
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(42)));
+    // An older row from Larder does not overwrite Feast's newer one.
+    let written = write(
+        store.as_ref(),
+        &t,
+        &[(5, newer - 1, vec![Some(Value::int64(1))])],
+    )
+    .await;
+    assert_eq!(written, 0);
+    let got = read(store.as_ref(), &t, &[5], &["f"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(42)));
+    store.teardown(&[t]).await.expect("teardown");
+}
+
+#[tokio::test]
+async fn pre_1970_event_times_compare_correctly() {
+    if !services() {
+        return;
+    }
+    let store = fixture().await.store;
+    let t = view("old", &["f"]);
+    write(
+        store.as_ref(),
+        &t,
+        &[(9, -1_000_000, vec![Some(Value::int64(1))])],
+    )
+    .await;
+    // Older (more negative) loses; newer (still negative) wins.
+    assert_eq!(
+        write(
+            store.as_ref(),
+            &t,
+            &[(9, -2_000_000, vec![Some(Value::int64(2))])]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        write(
+            store.as_ref(),
+            &t,
+            &[(9, -500_000, vec![Some(Value::int64(3))])]
+        )
+        .await,
+        1
+    );
+    let got = read(store.as_ref(), &t, &[9], &["f"]).await;
+    assert_eq!(ts(&got, 0), Some(-500_000));
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(3)));
+    store.teardown(&[t]).await.expect("teardown");
+}
+
+#[tokio::test]
+async fn deleting_a_view_keeps_other_views_and_projects() {
+    if !services() {
+        return;
+    }
+    let store = fixture().await.store;
+    let a = view("a", &["x"]);
+    let b = larder_online::ViewTable::new(a.project.clone(), "b", ["y"]);
+    // Another project whose name ends like this one's.
+    let other = larder_online::ViewTable::new(format!("pre{}", a.project), "a", ["x"]);
+    for t in [&a, &other] {
+        write(store.as_ref(), t, &[(1, 10, vec![Some(Value::int64(1))])]).await;
+    }
+    write(store.as_ref(), &b, &[(1, 10, vec![Some(Value::int64(2))])]).await;
+    store
+        .update_infra(std::slice::from_ref(&b), std::slice::from_ref(&a))
+        .await
+        .expect("drop view a");
+    assert_eq!(ts(&read(store.as_ref(), &a, &[1], &["x"]).await, 0), None);
+    assert_eq!(
+        value(&read(store.as_ref(), &b, &[1], &["y"]).await, 0, 0),
+        Some(Value::int64(2))
+    );
+    assert_eq!(
+        value(&read(store.as_ref(), &other, &[1], &["x"]).await, 0, 0),
+        Some(Value::int64(1))
+    );
+    store.teardown(&[b, other]).await.expect("teardown");
+    assert!(hash(&a.project, &key(1)).await.is_empty());
+}
+
+#[tokio::test]
+async fn key_ttl_expires_hashes() {
+    if !services() {
+        return;
+    }
+    let (host, port) = standalone_address();
+    let mut config = RedisConfig::standalone(host, port);
+    config.key_ttl = Some(Duration::from_secs(100));
+    let store = RedisOnlineStore::new(config);
+    let t = view("ttl", &["f"]);
+    write(&store, &t, &[(1, 10, vec![Some(Value::int64(1))])]).await;
+    let (host, port) = standalone_address();
+    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(redis_key(&key(1), &t.project))
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!((1..=100).contains(&ttl), "ttl {ttl}");
+    store.teardown(&[t]).await.expect("teardown");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error() {
+    let port = free_port();
+    let mut config = RedisConfig::parse(
+        RedisTopology::Standalone,
+        &format!("127.0.0.1:{port},password=hunter2"),
+    )
+    .expect("config");
+    config.connect_timeout = Duration::from_secs(2);
+    let store = RedisOnlineStore::new(config);
+    let err = store
+        .read(&view("v", &["f"]), &[key(1).as_slice()], &["f"])
+        .await
+        .expect_err("nothing listens there");
+    let message = err.to_string();
+    assert!(matches!(err, OnlineError::Unavailable { .. }), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_clear_error() {
+    if !services() {
+        return;
+    }
+    let (host, port) = standalone_address();
+    let config = RedisConfig::parse(
+        RedisTopology::Standalone,
+        &format!("{host}:{port},password=not-the-password"),
+    )
+    .expect("config");
+    let err = RedisOnlineStore::new(config)
+        .connect()
+        .await
+        .expect_err("the test server has no password");
+    let message = err.to_string();
+    assert!(message.contains(&format!("{host}:{port}")), "{message}");
+    assert!(!message.contains("not-the-password"), "{message}");
+}
