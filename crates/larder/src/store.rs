@@ -275,14 +275,17 @@ impl FeatureStore {
         Ok(outcome)
     }
 
-    /// Removes this project from the registry and drops its online tables.
+    /// Drops this project's online tables, then removes it from the registry (in that order,
+    /// so a failed teardown can be rerun: the registry still names what to drop).
     pub async fn teardown(&self) -> Result<TeardownReport, Error> {
-        let removed = self.registry.delete_project(self.project()).await?;
-        if let (Some(online), Some(state)) = (self.online_store()?, &removed) {
+        let current = self.registry.refresh().await?;
+        if let (Some(online), Some(state)) = (self.online_store()?, current.project(self.project()))
+        {
             online
                 .teardown(&Self::online_tables(&state.definitions()))
                 .await?;
         }
+        let removed = self.registry.delete_project(self.project()).await?;
         Ok(TeardownReport {
             project: self.project().to_string(),
             removed,

@@ -151,11 +151,22 @@ fn latest_per_key(rows: &[Row], start: i64, end: i64) -> HashMap<i64, Row> {
 }
 
 fn write_repo(dir: &Path) {
+    write_repo_with(
+        dir,
+        "mat",
+        "online_store:\n  type: sqlite\n  path: data/online.db\n",
+    );
+}
+
+/// The test repo for `project` with the given `online_store` block.
+fn write_repo_with(dir: &Path, project: &str, online_store: &str) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     std::fs::write(
         dir.join("feature_store.yaml"),
-        "project: mat\nregistry: data/registry.db\nprovider: local\n\
-         online_store:\n  type: sqlite\n  path: data/online.db\noffline_store:\n  type: file\n",
+        format!(
+            "project: {project}\nregistry: data/registry.db\nprovider: local\n\
+             {online_store}offline_store:\n  type: file\n"
+        ),
     )
     .unwrap();
     let schema: String = FEATURES
@@ -180,7 +191,7 @@ async fn online_content(
     store: &FeatureStore,
     keys: impl Iterator<Item = i64>,
 ) -> HashMap<i64, (i64, Vec<Value>)> {
-    let online = store.online_store().unwrap().expect("sqlite store");
+    let online = store.online_store().unwrap().expect("an online store");
     let drivers: Vec<i64> = keys.collect();
     let serialized: Vec<Vec<u8>> = drivers
         .iter()
@@ -194,7 +205,7 @@ async fn online_content(
         .collect();
     let refs: Vec<&[u8]> = serialized.iter().map(Vec::as_slice).collect();
     let names: Vec<&str> = FEATURES.iter().map(|(n, _)| *n).collect();
-    let table = larder_online::ViewTable::new("mat", "driver_stats", names.clone());
+    let table = larder_online::ViewTable::new(store.project(), "driver_stats", names.clone());
     let batch = online.read(&table, &refs, &names).await.unwrap();
     let ts = batch
         .column(0)
@@ -247,9 +258,46 @@ fn open(dir: &Path, now: DateTime<Utc>) -> FeatureStore {
 async fn materialize_writes_the_latest_row_per_key_and_records_the_window() {
     let dir = tempfile::tempdir().unwrap();
     write_repo(dir.path());
-    let rows = write_source(&dir.path().join("data/stats.parquet"), 20_000, 2_000, 7);
+    materialize_windows(dir.path()).await;
+}
+
+/// The same runs into Redis (`LARDER_TEST_REDIS_URL`, set by `.ci/run`), then teardown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialize_into_redis() {
+    let Ok(url) = std::env::var("LARDER_TEST_REDIS_URL") else {
+        eprintln!("not run: set LARDER_TEST_REDIS_URL to run this case");
+        return;
+    };
+    let address = url.trim_start_matches("redis://").trim_end_matches('/');
+    let project = format!(
+        "mat_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_micros()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_repo_with(
+        dir.path(),
+        &project,
+        &format!("online_store:\n  type: redis\n  connection_string: \"{address}\"\n"),
+    );
+    let store = materialize_windows(dir.path()).await;
+    store.teardown().await.expect("teardown");
+    assert!(
+        online_content(&store, 1000..3000).await.is_empty(),
+        "teardown leaves no key of the project"
+    );
+}
+
+/// Materializes two windows, then an older one again, checking the store against a
+/// brute-force "latest row per key" each time.
+async fn materialize_windows(dir: &Path) -> FeatureStore {
+    let project = {
+        let probe = FeatureStore::open(&OpenOptions::new(dir)).unwrap();
+        probe.project().to_owned()
+    };
+    let rows = write_source(&dir.join("data/stats.parquet"), 20_000, 2_000, 7);
     let now = base() + Duration::days(12);
-    let store = open(dir.path(), now);
+    let store = open(dir, now);
     store.apply(&ApplyOptions::default()).await.unwrap();
 
     // A first window over the first four days, then the rest.
@@ -273,7 +321,7 @@ async fn materialize_writes_the_latest_row_per_key_and_records_the_window() {
     assert_matches(&online_content(&store, all_keys()).await, &expected);
 
     let (snapshot, _) = store.project_state().await.unwrap();
-    let state = snapshot.project("mat").unwrap();
+    let state = snapshot.project(&project).unwrap();
     assert_eq!(state.most_recent_end("driver_stats"), Some(mid));
 
     // Incremental: starts where the last run ended, and newest wins over what is stored.
@@ -285,7 +333,7 @@ async fn materialize_writes_the_latest_row_per_key_and_records_the_window() {
     let expected = latest_per_key(&rows, start.timestamp_micros(), end.timestamp_micros());
     assert_matches(&online_content(&store, all_keys()).await, &expected);
     let (snapshot, _) = store.project_state().await.unwrap();
-    let intervals = &snapshot.project("mat").unwrap().materializations["driver_stats"];
+    let intervals = &snapshot.project(&project).unwrap().materializations["driver_stats"];
     assert_eq!(intervals.len(), 1, "touching windows merge: {intervals:?}");
     assert_eq!((intervals[0].start, intervals[0].end), (start, end));
 
@@ -295,6 +343,7 @@ async fn materialize_writes_the_latest_row_per_key_and_records_the_window() {
         .await
         .unwrap();
     assert_matches(&online_content(&store, all_keys()).await, &expected);
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,7 +271,7 @@ async fn a_repo_without_an_online_store_says_so() {
     repo(dir.path(), 3);
     std::fs::write(
         dir.path().join("feature_store.yaml"),
-        "project: e2e\nregistry: data/registry.db\nonline_store:\n  type: redis\n",
+        "project: e2e\nregistry: data/registry.db\nonline_store:\n  type: remote\n",
     )
     .expect("write config");
     let store = FeatureStore::open(&OpenOptions::new(dir.path())).expect("open");
@@ -281,6 +281,6 @@ async fn a_repo_without_an_online_store_says_so() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`online_store: {type: redis}` is not supported by this build of Larder: use `online_store: {type: sqlite}` for now"
+        "`online_store: {type: remote}` is not supported by this build of Larder: this build has the `sqlite` and `redis` online stores"
     );
 }
