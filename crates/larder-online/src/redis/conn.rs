@@ -14,8 +14,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, ServerErrorKind, TlsMode, Value,
+    Client, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo,
+    Pipeline, RedisConnectionInfo, RedisError, ServerErrorKind, TlsMode, Value,
 };
 use tokio::sync::RwLock;
 
@@ -202,7 +202,7 @@ impl Connector {
     /// batch is safe.
     pub async fn run<T: FromRedisValue + Send + 'static>(
         &self,
-        commands: &[Cmd],
+        commands: &Pipeline,
     ) -> Result<Vec<T>, OnlineError> {
         match self.run_raw(commands).await {
             Ok(replies) => Ok(replies),
@@ -217,7 +217,7 @@ impl Connector {
     pub async fn run_script<T: FromRedisValue + Send + 'static>(
         &self,
         script: &str,
-        commands: &[Cmd],
+        commands: &Pipeline,
     ) -> Result<Vec<T>, OnlineError> {
         match self.run_raw(commands).await {
             Ok(replies) => Ok(replies),
@@ -232,7 +232,7 @@ impl Connector {
 
     async fn run_raw<T: FromRedisValue + Send + 'static>(
         &self,
-        commands: &[Cmd],
+        commands: &Pipeline,
     ) -> Result<Vec<T>, Failure> {
         if commands.is_empty() {
             return Ok(Vec::new());
@@ -253,18 +253,12 @@ impl Connector {
 
     async fn send<T: FromRedisValue + Send + 'static>(
         conn: Conn,
-        commands: &[Cmd],
+        commands: &Pipeline,
     ) -> Result<Vec<T>, RedisError> {
         match conn {
-            Conn::Single(mut manager) => {
-                let mut pipe = redis::pipe();
-                for command in commands {
-                    pipe.add_command(command.clone());
-                }
-                pipe.query_async(&mut manager).await
-            }
+            Conn::Single(mut manager) => commands.query_async(&mut manager).await,
             Conn::Cluster(conn) => {
-                try_join_all(commands.iter().map(|command| {
+                try_join_all(commands.cmd_iter().map(|command| {
                     let mut conn = conn.clone();
                     async move { command.query_async::<T>(&mut conn).await }
                 }))
@@ -275,9 +269,9 @@ impl Connector {
 
     /// Loads `script` into the script cache of every node.
     pub async fn load_script(&self, script: &str) -> Result<(), OnlineError> {
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(script);
-        self.run::<Value>(std::slice::from_ref(&load)).await?;
+        let mut load = redis::pipe();
+        load.cmd("SCRIPT").arg("LOAD").arg(script);
+        self.run::<Value>(&load).await?;
         Ok(())
     }
 

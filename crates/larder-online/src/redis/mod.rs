@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
+use futures::StreamExt;
 use redis::Cmd;
 
 pub use self::config::{RedisConfig, RedisNode, RedisTopology};
@@ -31,6 +32,8 @@ use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable};
 const ROWS_PER_SCRIPT: usize = 64;
 /// Script calls per pipeline: bounds the bytes in flight per round trip.
 const SCRIPTS_PER_ROUND_TRIP: usize = 64;
+/// Write round trips in flight at once.
+const ROUND_TRIPS_IN_FLIGHT: usize = 4;
 /// Keys per `HDEL` round trip when dropping a view.
 const DELETES_PER_ROUND_TRIP: usize = 1000;
 
@@ -99,6 +102,12 @@ impl RedisOnlineStore {
         cmd
     }
 
+    /// Sends one round trip of upsert scripts; returns the rows written.
+    async fn upsert_round(&self, pipe: redis::Pipeline) -> Result<u64, OnlineError> {
+        let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &pipe).await?;
+        Ok(counts.iter().sum())
+    }
+
     /// Deletes `table`'s fields from every key of its project.
     async fn delete_view(&self, table: &ViewTable) -> Result<(), OnlineError> {
         let mut fields: Vec<Vec<u8>> = vec![ts_field(&table.view).into_bytes()];
@@ -115,17 +124,16 @@ impl RedisOnlineStore {
             .scan(&pattern, |keys| {
                 let conn = conn.clone();
                 async move {
-                    let commands: Vec<Cmd> = keys
+                    let ours: Vec<&Vec<u8>> = keys
                         .iter()
                         .filter(|k| belongs_to_project(k, &table.project))
-                        .map(|k| {
-                            let mut hdel = redis::cmd("HDEL");
-                            hdel.arg(k.as_slice()).arg(fields);
-                            hdel
-                        })
                         .collect();
-                    for chunk in commands.chunks(DELETES_PER_ROUND_TRIP) {
-                        conn.run::<i64>(chunk).await?;
+                    for chunk in ours.chunks(DELETES_PER_ROUND_TRIP) {
+                        let mut pipe = redis::pipe();
+                        for key in chunk {
+                            pipe.cmd("HDEL").arg(key.as_slice()).arg(fields);
+                        }
+                        conn.run::<i64>(&pipe).await?;
                     }
                     Ok(())
                 }
@@ -161,14 +169,23 @@ impl OnlineStore for RedisOnlineStore {
             RedisTopology::Cluster => 1,
             RedisTopology::Standalone | RedisTopology::Sentinel { .. } => ROWS_PER_SCRIPT,
         };
+        // A few round trips in flight at once: Larder encodes the next while Redis runs one.
+        let mut in_flight = futures::stream::FuturesOrdered::new();
         let mut written = 0u64;
         for round in winners.chunks(rows_per_script * SCRIPTS_PER_ROUND_TRIP) {
-            let commands: Vec<Cmd> = round
-                .chunks(rows_per_script)
-                .map(|rows| self.upsert_command(table, &batch, &fields, &ts_field, rows))
-                .collect();
-            let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &commands).await?;
-            written += counts.iter().sum::<u64>();
+            let mut pipe = redis::pipe();
+            for rows in round.chunks(rows_per_script) {
+                pipe.add_command(self.upsert_command(table, &batch, &fields, &ts_field, rows));
+            }
+            in_flight.push_back(self.upsert_round(pipe));
+            if in_flight.len() >= ROUND_TRIPS_IN_FLIGHT
+                && let Some(done) = in_flight.next().await
+            {
+                written += done?;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            written += done?;
         }
         Ok(written)
     }
@@ -198,7 +215,8 @@ impl OnlineStore for RedisOnlineStore {
             slots: FeatureSlots<'a>,
             first_command: usize,
         }
-        let mut commands: Vec<Cmd> = Vec::new();
+        let mut pipe = redis::pipe();
+        let mut commands = 0usize;
         let mut plans: Vec<Planned<'_>> = Vec::with_capacity(requests.len());
         for request in requests {
             let index = KeyIndex::new(request.keys.iter().copied());
@@ -209,15 +227,16 @@ impl OnlineStore for RedisOnlineStore {
                 .map(|f| feature_field(&request.table.view, f))
                 .collect();
             let ts = ts_field(&request.table.view);
-            let first_command = commands.len();
+            let first_command = commands;
             for key in index.unique() {
-                let mut hmget = redis::cmd("HMGET");
-                hmget.arg(redis_key(key, &request.table.project));
+                let hmget = pipe
+                    .cmd("HMGET")
+                    .arg(redis_key(key, &request.table.project));
                 for field in &fields {
                     hmget.arg(&field[..]);
                 }
                 hmget.arg(&ts);
-                commands.push(hmget);
+                commands += 1;
             }
             plans.push(Planned {
                 index,
@@ -225,7 +244,7 @@ impl OnlineStore for RedisOnlineStore {
                 first_command,
             });
         }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&commands).await?;
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&pipe).await?;
         let mut out = Vec::with_capacity(requests.len());
         for (request, plan) in requests.iter().zip(&plans) {
             // Per distinct key: its event time and its values by feature slot.
