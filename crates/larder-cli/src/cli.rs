@@ -27,8 +27,26 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
 
+    /// Log line format on stderr: `text` for people, `json` (one object per line, with the
+    /// event's fields, e.g. `endpoint`, `status`, `latency_us` of each request) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "LARDER_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Cli {

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli.log_level);
+    init_logging(&cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,14 +53,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        cli::LogFormat::Text => builder.try_init(),
+        // One JSON object per line: `timestamp`, `level`, `fields` (message and the event's
+        // structured fields) and the enclosing spans.
+        cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 fn print(text: impl std::fmt::Display) -> Result<()> {

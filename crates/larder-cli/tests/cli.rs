@@ -1050,12 +1050,15 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         &repo,
         &["materialize", "2025-05-01", "2025-06-01", "--no-progress"],
     );
+    let log_path = repo.join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
         .args(["serve", "--port", "0", "--registry-ttl-sec", "1"])
+        .args(["--log-format", "json", "--log-level", "info"])
         .current_dir(&repo)
         .env_remove("LARDER_LOG")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start larder serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -1076,7 +1079,8 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         .expect("read the announced address");
     assert!(
         line.starts_with("Serving project `demo` on http://"),
-        "{line}"
+        "stdout: {line:?}; stderr: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
     );
     let addr = line
         .trim()
@@ -1125,5 +1129,23 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),
         "still listening after exit"
+    );
+    // `--log-format json`: every line an object; each request logged with its fields.
+    let log = std::fs::read_to_string(&log_path).expect("read the log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["endpoint"] == "/get-online-features")
+        .unwrap_or_else(|| panic!("no request line in {log}"));
+    assert_eq!(request["status"], 200, "{request}");
+    assert_eq!(request["method"], "POST", "{request}");
+    assert!(request["latency_us"].is_u64(), "{request}");
+    assert_eq!(request["level"], "INFO", "{request}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "server stopped"),
+        "{log}"
     );
 }
