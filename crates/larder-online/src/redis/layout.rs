@@ -101,62 +101,61 @@ pub fn glob_escape(text: &str) -> String {
 
 /// Newest-wins upsert of one or more rows of one view, atomic per key.
 ///
-/// `ARGV`: `_ts` field, key ttl in seconds (0: none), feature count `n`, dedup flag (`1`:
-/// keep the stored row when it is newer), the `n` feature fields; then per key of `KEYS`:
-/// seconds, nanos, the serialized timestamp, a presence mask (`1`/`0` per feature) and the
-/// `n` values (ignored where the mask says absent). A written row replaces the view's fields
-/// (absent features are deleted) and its `_ts`; an equal event time overwrites. Returns the
-/// number of rows written.
+/// `ARGV`: key ttl in seconds (0: none), dedup flag (`1`: keep the stored row when it is
+/// newer), the `_ts` field; then per key of `KEYS`: seconds, nanos, `nset`, `ndel`, then
+/// `nset` arguments for `HSET` (the `_ts` field and the serialized timestamp first, then
+/// field/value pairs of the features present) and `ndel` fields to delete (the features
+/// absent from the row). A written row replaces the view's fields and its `_ts`; an equal
+/// event time overwrites. Returns the number of rows written.
+///
+/// The arguments arrive ready for `HSET`, so the script passes ranges of `ARGV` through
+/// `unpack` without building tables: about 4.9 µs of Redis time per key at 64 keys per
+/// call, against 3.7 µs for a plain pipelined `HSET` of the same fields (and ~10 µs for a
+/// script that assembled the arguments itself).
 ///
 /// Timestamps are compared as (seconds, nanos) decoded from the stored protobuf, so rows
 /// written by Feast take part in newest-wins too. Lua numbers are doubles: exact for any
 /// second count a feature store meets (|s| < 2^53).
 pub const UPSERT_SCRIPT: &str = r#"
-local function varint(b, i)
-  local value, scale, count = 0, 1, 0
-  local neg_value, c
-  repeat
-    c = string.byte(b, i)
-    if c == nil then return nil, i end
-    value = value + (c % 128) * scale
-    scale = scale * 128
-    i = i + 1
-    count = count + 1
-  until c < 128
-  if count == 10 then
-    -- a negative int64: two's complement over 64 bits, recomputed from the complement
-    -- so that small magnitudes stay exact in a double
-    local inv, s, j = 0, 1, i - 10
-    for k = 0, 8 do
-      inv = inv + (127 - (string.byte(b, j + k) % 128)) * s
-      s = s * 128
-    end
-    return -(inv + 1), i
-  end
-  return value, i
-end
 local function decode_ts(b)
-  local secs, nanos, i = 0, 0, 1
-  while i <= #b do
+  local secs, nanos, i, n = 0, 0, 1, #b
+  while i <= n do
     local tag = string.byte(b, i)
-    local v
-    v, i = varint(b, i + 1)
-    if v == nil then return secs, nanos end
+    i = i + 1
+    local v, scale, count, start, c = 0, 1, 0, i, 0
+    repeat
+      c = string.byte(b, i)
+      if c == nil then return secs, nanos end
+      v = v + (c % 128) * scale
+      scale = scale * 128
+      i = i + 1
+      count = count + 1
+    until c < 128
+    if count == 10 then
+      -- a negative int64: two's complement over 64 bits, recomputed from the complement
+      -- so that small magnitudes stay exact in a double
+      local inv, s = 0, 1
+      for j = start, start + 8 do
+        inv = inv + (127 - string.byte(b, j) % 128) * s
+        s = s * 128
+      end
+      v = -(inv + 1)
+    end
     if tag == 8 then secs = v elseif tag == 16 then nanos = v end
   end
   return secs, nanos
 end
-local ts_field = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local nf = tonumber(ARGV[3])
-local dedup = ARGV[4] == '1'
-local per = 4 + nf
-local base = 5 + nf
+local ttl = tonumber(ARGV[1])
+local dedup = ARGV[2] == '1'
+local ts_field = ARGV[3]
+local a = 4
 local written = 0
 for k = 1, #KEYS do
-  local a = base + (k - 1) * per
   local secs = tonumber(ARGV[a])
   local nanos = tonumber(ARGV[a + 1])
+  local nset = tonumber(ARGV[a + 2])
+  local ndel = tonumber(ARGV[a + 3])
+  local s0 = a + 4
   local newer = true
   if dedup then
     local stored = redis.call('HGET', KEYS[k], ts_field)
@@ -166,22 +165,14 @@ for k = 1, #KEYS do
     end
   end
   if newer then
-    local mask = ARGV[a + 3]
-    local set = {ts_field, ARGV[a + 2]}
-    local del = {}
-    for f = 1, nf do
-      if string.byte(mask, f) == 49 then
-        set[#set + 1] = ARGV[4 + f]
-        set[#set + 1] = ARGV[a + 3 + f]
-      else
-        del[#del + 1] = ARGV[4 + f]
-      end
+    redis.call('HSET', KEYS[k], unpack(ARGV, s0, s0 + nset - 1))
+    if ndel > 0 then
+      redis.call('HDEL', KEYS[k], unpack(ARGV, s0 + nset, s0 + nset + ndel - 1))
     end
-    redis.call('HSET', KEYS[k], unpack(set))
-    if #del > 0 then redis.call('HDEL', KEYS[k], unpack(del)) end
     if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
     written = written + 1
   end
+  a = s0 + nset + ndel
 end
 return written
 "#;

@@ -77,26 +77,29 @@ impl RedisOnlineStore {
         for &row in rows {
             cmd.arg(redis_key(batch.key(row), &table.project));
         }
-        cmd.arg(ts_field)
-            .arg(config.key_ttl.map_or(0, |t| t.as_secs().max(1)))
-            .arg(fields.len())
-            .arg(if config.skip_dedup { "0" } else { "1" });
-        for field in fields {
-            cmd.arg(&field[..]);
-        }
-        let mut mask = vec![b'0'; fields.len()];
+        cmd.arg(config.key_ttl.map_or(0, |t| t.as_secs().max(1)))
+            .arg(if config.skip_dedup { "0" } else { "1" })
+            .arg(ts_field);
         for &row in rows {
             let (ts, seconds, nanos) = encode_ts(batch.event_ts(row));
-            for (f, m) in mask.iter_mut().enumerate() {
-                *m = if batch.value(f, row).is_some() {
-                    b'1'
-                } else {
-                    b'0'
-                };
+            let present = (0..fields.len())
+                .filter(|&f| batch.value(f, row).is_some())
+                .count();
+            cmd.arg(seconds)
+                .arg(nanos)
+                .arg(2 + 2 * present)
+                .arg(fields.len() - present)
+                .arg(ts_field)
+                .arg(ts);
+            for (f, field) in fields.iter().enumerate() {
+                if let Some(value) = batch.value(f, row) {
+                    cmd.arg(&field[..]).arg(value);
+                }
             }
-            cmd.arg(seconds).arg(nanos).arg(ts).arg(&mask[..]);
-            for f in 0..fields.len() {
-                cmd.arg(batch.value(f, row).unwrap_or_default());
+            for (f, field) in fields.iter().enumerate() {
+                if batch.value(f, row).is_none() {
+                    cmd.arg(&field[..]);
+                }
             }
         }
         cmd
