@@ -88,7 +88,7 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     ///
     /// Committing bytes identical to the current blob succeeds. Content-addressed backends
     /// (local files, S3 ETags) then return the same generation as before; version-counting
-    /// backends (memory, GCS) return a new one. Either way no update is lost: a commit
+    /// backends (memory, GCS, SQL) return a new one. Either way no update is lost: a commit
     /// succeeds only against content the writer has seen.
     ///
     /// If this returns an error other than `Conflict`, or the future is dropped, the commit

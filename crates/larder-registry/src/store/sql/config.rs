@@ -36,6 +36,14 @@ pub struct Naming {
 }
 
 impl Naming {
+    fn default_naming() -> Self {
+        Naming {
+            schema: None,
+            table: DEFAULT_TABLE.to_string(),
+            name: DEFAULT_NAME.to_string(),
+        }
+    }
+
     /// `table=`, `schema=`, `name=` as a query string (only the non-default ones), for
     /// locations.
     fn query(&self) -> String {
@@ -75,6 +83,8 @@ pub struct SqliteUrl {
     pub naming: Naming,
     /// The URL with the resolved path, for messages.
     pub location: String,
+    /// `location` without the naming options.
+    base_location: String,
 }
 
 /// How a Postgres connection uses TLS (libpq's `sslmode`).
@@ -116,6 +126,8 @@ pub struct PostgresUrl {
     pub naming: Naming,
     /// `postgresql://user@host:port/database` plus non-default naming; never the password.
     pub location: String,
+    /// `location` without the naming options.
+    base_location: String,
 }
 
 /// A parsed SQL registry URL.
@@ -127,6 +139,56 @@ pub enum SqlUrl {
 }
 
 impl SqlUrl {
+    pub fn naming(&self) -> &Naming {
+        match self {
+            Self::Sqlite(url) => &url.naming,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => &url.naming,
+        }
+    }
+
+    pub fn location(&self) -> &str {
+        match self {
+            Self::Sqlite(url) => &url.location,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => &url.location,
+        }
+    }
+
+    /// Makes a replica URL read the primary's row: a replica URL without naming options
+    /// takes the primary's; one with other options than the primary's is an error, since
+    /// it would serve another registry than the one written.
+    pub fn read_same_row_as(self, primary: &SqlUrl) -> Result<Self, StoreError> {
+        let wanted = primary.naming();
+        if self.naming() == wanted {
+            return Ok(self);
+        }
+        if *self.naming() != Naming::default_naming() {
+            return Err(StoreError::InvalidLocation {
+                location: self.location().to_string(),
+                reason: format!(
+                    "(`read_path`) names another registry than `path` (`{}`); give it the \
+                     same `schema`, `table` and `name` options, or none",
+                    primary.location()
+                ),
+            });
+        }
+        let naming = wanted.clone();
+        Ok(match self {
+            Self::Sqlite(mut url) => {
+                url.location = format!("{}{}", url.base_location, naming.query());
+                url.naming = naming;
+                Self::Sqlite(url)
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(mut url) => {
+                url.location = format!("{}{}", url.base_location, naming.query());
+                url.naming = naming;
+                Self::Postgres(url)
+            }
+        })
+    }
+
     /// Parses `text`; relative SQLite paths and `sslrootcert` files are resolved against
     /// `base_dir` (the directory of `feature_store.yaml`). Does no I/O.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, StoreError> {
@@ -181,11 +243,7 @@ fn parse_postgres(
     use std::str::FromStr;
 
     let (authority_and_path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut naming = Naming {
-        schema: None,
-        table: DEFAULT_TABLE.to_string(),
-        name: DEFAULT_NAME.to_string(),
-    };
+    let mut naming = Naming::default_naming();
     let mut ssl_mode = SslMode::Prefer;
     let mut root_certs = RootCerts::Default;
     // Options the driver understands pass through untouched (raw, still percent-encoded).
@@ -255,13 +313,14 @@ fn parse_postgres(
             tokio_postgres::config::SslMode::Require
         }
     });
-    let location = format!("{}{}", postgres_location(&config), naming.query());
+    let base_location = postgres_location(&config);
     Ok(SqlUrl::Postgres(Box::new(PostgresUrl {
         config,
         ssl_mode,
         root_certs,
+        location: format!("{base_location}{}", naming.query()),
+        base_location,
         naming,
-        location,
     })))
 }
 
@@ -315,11 +374,7 @@ fn parse_sqlite(rest: &str, base_dir: &Path) -> Result<SqliteUrl, String> {
                     `sqlite:///data/registry.db`"
             .to_string());
     }
-    let mut naming = Naming {
-        schema: None,
-        table: DEFAULT_TABLE.to_string(),
-        name: DEFAULT_NAME.to_string(),
-    };
+    let mut naming = Naming::default_naming();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "table" => naming.table = identifier("table", &value)?,
@@ -345,11 +400,12 @@ fn parse_sqlite(rest: &str, base_dir: &Path) -> Result<SqliteUrl, String> {
     } else {
         base_dir.join(path)
     };
-    let location = format!("sqlite:///{}{}", path.display(), naming.query());
+    let base_location = format!("sqlite:///{}", path.display());
     Ok(SqliteUrl {
         path,
+        location: format!("{base_location}{}", naming.query()),
+        base_location,
         naming,
-        location,
     })
 }
 
@@ -560,6 +616,28 @@ mod tests {
             assert!(message.contains(expected), "{url}: {message}");
             assert!(!message.contains("hunter2"), "{url}: {message}");
         }
+    }
+
+    #[test]
+    fn a_replica_reads_the_primary_row() {
+        let primary = SqlUrl::parse("sqlite:///p.db?table=reg&name=staging", Path::new("/r"))
+            .expect("primary");
+        let replica = SqlUrl::parse("sqlite:///q.db", Path::new("/r")).expect("replica");
+        let replica = replica.read_same_row_as(&primary).expect("inherits");
+        assert_eq!(replica.naming(), primary.naming());
+        assert_eq!(
+            replica.location(),
+            "sqlite:////r/q.db?table=reg&name=staging"
+        );
+        let other = SqlUrl::parse("sqlite:///q.db?name=prod", Path::new("/r")).expect("other");
+        let message = other
+            .read_same_row_as(&primary)
+            .expect_err("another registry")
+            .to_string();
+        assert!(
+            message.contains("names another registry than `path`"),
+            "{message}"
+        );
     }
 
     #[test]

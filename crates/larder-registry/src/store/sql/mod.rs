@@ -104,10 +104,14 @@ pub fn open_sql_store(
 impl SqlRegistryStore {
     /// See [`open_sql_store`].
     pub fn open(path: &str, read_path: Option<&str>, base_dir: &Path) -> Result<Self, StoreError> {
-        let primary = backend(SqlUrl::parse(path, base_dir)?, Role::Primary)?;
+        let primary_url = SqlUrl::parse(path, base_dir)?;
         let replica = read_path
-            .map(|url| backend(SqlUrl::parse(url, base_dir)?, Role::Replica))
+            .map(|url| {
+                let url = SqlUrl::parse(url, base_dir)?.read_same_row_as(&primary_url)?;
+                backend(url, Role::Replica)
+            })
             .transpose()?;
+        let primary = backend(primary_url, Role::Primary)?;
         Ok(Self {
             primary,
             replica,
