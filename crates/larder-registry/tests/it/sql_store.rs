@@ -413,6 +413,72 @@ async fn not_a_larder_registry_table_is_reported() {
     );
 }
 
+const CHILD_ENV: &str = "LARDER_TEST_SQL_REGISTRY_CHILD_DB";
+const CHILD_INCREMENTS: u64 = 15;
+
+/// Two OS processes start at once on a SQLite registry that does not exist yet (both create
+/// the file and table) and increment one counter: no error, no lost update.
+#[test]
+fn separate_processes_share_a_sqlite_registry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:///{}", dir.path().join("new/registry.db").display());
+    let exe = std::env::current_exe().expect("test binary path");
+    let name = "sql_store::sqlite_child_process_increments";
+    let mut children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([name, "--exact", "--ignored", "--test-threads=1"])
+                .env(CHILD_ENV, &url)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn child test process")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for child in &mut children {
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for child") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("child process did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "child failed: {status}");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let blob = runtime
+        .block_on(
+            open_sql_store(&url, None, Path::new("/"))
+                .expect("open")
+                .load(),
+        )
+        .expect("load")
+        .expect("counter");
+    assert_eq!(
+        crate::store_conformance::parse_counter(&blob.bytes),
+        2 * CHILD_INCREMENTS
+    );
+}
+
+/// Run only by `separate_processes_share_a_sqlite_registry`, in a child process.
+#[test]
+#[ignore = "child process of separate_processes_share_a_sqlite_registry"]
+fn sqlite_child_process_increments() {
+    let Ok(url) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = open_sql_store(&url, None, Path::new("/")).expect("open");
+        for _ in 0..CHILD_INCREMENTS {
+            crate::store_conformance::increment(&*store).await;
+        }
+    });
+}
+
 // --- URL and connection errors ---------------------------------------------------------------
 
 #[test]

@@ -345,7 +345,7 @@ async fn exactly_one_racing_commit_wins(open: Open<'_>) {
 }
 
 /// Increments the counter once; returns how many conflicts it took.
-async fn increment(store: &dyn RegistryStore) -> usize {
+pub(crate) async fn increment(store: &dyn RegistryStore) -> usize {
     for attempt in 0..MAX_ATTEMPTS {
         let (count, generation) = match store.load().await.expect("load") {
             Some(blob) => (parse_counter(&blob.bytes), Some(blob.generation)),
@@ -363,7 +363,7 @@ async fn increment(store: &dyn RegistryStore) -> usize {
     panic!("no successful commit in {MAX_ATTEMPTS} attempts")
 }
 
-fn parse_counter(bytes: &[u8]) -> u64 {
+pub(crate) fn parse_counter(bytes: &[u8]) -> u64 {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.strip_prefix("count="))
