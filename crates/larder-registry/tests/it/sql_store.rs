@@ -351,7 +351,10 @@ async fn sqlite_parent_that_is_a_file_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("data"), b"x").expect("write");
     let store = open_sql_store("sqlite:///data/registry.db", None, dir.path()).expect("open");
-    let err = store.load().await.expect_err("must fail");
+    let err = store
+        .commit(None, Bytes::from_static(b"{}"))
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
     let message = err.to_string();
     let expected = format!(

@@ -53,9 +53,17 @@ impl SqliteBackend {
         operation: &'static str,
         work: impl FnOnce(&Inner, &mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.run_blocking(move |inner| inner.with_connection(operation, work))
+            .await
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         let location = inner.url.location.clone();
-        tokio::task::spawn_blocking(move || inner.with_connection(operation, work))
+        tokio::task::spawn_blocking(move || work(&inner))
             .await
             .map_err(|err| StoreError::Internal {
                 location,
@@ -65,6 +73,13 @@ impl SqliteBackend {
 }
 
 impl Inner {
+    fn is_open(&self) -> bool {
+        self.conn.lock().map_or_else(
+            |poisoned| poisoned.into_inner().is_some(),
+            |conn| conn.is_some(),
+        )
+    }
+
     fn with_connection<T>(
         &self,
         operation: &'static str,
@@ -320,7 +335,15 @@ impl Backend for SqliteBackend {
     }
 
     async fn load(&self) -> Result<Option<Row>, StoreError> {
-        self.run("read", |inner, conn| inner.load(conn)).await
+        self.run_blocking(|inner| {
+            // Reading creates nothing: a `plan` on a fresh repo leaves no database file
+            // behind. The first commit creates it.
+            if inner.role == Role::Primary && !inner.is_open() && !inner.url.path.exists() {
+                return Ok(None);
+            }
+            inner.with_connection("read", |inner, conn| inner.load(conn))
+        })
+        .await
     }
 
     async fn commit(&self, expected: Option<i64>, bytes: Bytes) -> Result<Commit, StoreError> {
