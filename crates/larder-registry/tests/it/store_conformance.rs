@@ -629,6 +629,15 @@ mod open_store_errors {
     }
 
     #[test]
+    fn sql_urls_point_to_registry_type_sql() {
+        for url in ["sqlite:///data/registry.db", "postgresql://u:pw@db/reg"] {
+            let message = open_error(url);
+            assert!(message.contains("`registry_type: sql`"), "{message}");
+            assert!(!message.contains(":pw@"), "{message}");
+        }
+    }
+
+    #[test]
     fn credentials_in_the_url_are_rejected_and_not_echoed() {
         let message = open_error("s3://AKIAEXAMPLE:s3cr3t@bucket/registry.json");
         assert!(
