@@ -724,3 +724,48 @@ hkjOPQQDAgNHADBEAiB6nuzOhkiyQHpPqH7DvQLZoYv617hnCHFkA0BYkoxfbgIg
 BCCRpUt0MCP6XDFiGxfz2Ul35LgqvroOEYCWICO30g4=
 -----END CERTIFICATE-----
 ";
+
+/// `verify-ca` trusts the server's own certificate as root whatever host name it holds;
+/// `verify-full` also checks the name. Runs where the test server's certificate file is
+/// readable (a server on this machine).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_verify_ca_checks_the_chain_but_not_the_host_name() {
+    let Some(schema) = PgSchema::new() else {
+        return;
+    };
+    if !server_has_tls(&schema).await {
+        println!("skipped: the test Postgres server has no TLS");
+        return;
+    }
+    let (client, connection) = tokio_postgres::connect(schema.base_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let cert_file: String = client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("show ssl_cert_file")
+        .get(0);
+    let Ok(cert) = std::fs::read(&cert_file) else {
+        println!("skipped: the server certificate `{cert_file}` is not readable here");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("server.pem"), cert).expect("write");
+    let open = |mode: &str| {
+        let url = schema.url(&format!("sslmode={mode}&sslrootcert=server.pem"));
+        open_sql_store(&url, None, dir.path()).expect("open")
+    };
+    open("verify-ca")
+        .commit(None, Bytes::from_static(b"verified"))
+        .await
+        .expect("verify-ca accepts the server's certificate");
+    match open("verify-full").load().await {
+        Ok(blob) => assert!(blob.is_some()),
+        Err(err) => {
+            let message = err.to_string();
+            assert!(message.contains("not valid for name"), "{message}");
+        }
+    }
+}
