@@ -291,6 +291,100 @@ fn missing_config_and_bad_usage() {
 }
 
 #[test]
+fn plan_apply_and_materialize_with_a_sqlite_sql_registry() {
+    let (_dir, repo) = demo_repo();
+    let config = repo.join("feature_store.yaml");
+    let replica = format!(
+        "sqlite:///{}",
+        repo.join("data/sql/registry.sqlite").display()
+    );
+    let yaml = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace(
+            "registry: data/registry.db\n",
+            &format!(
+                "registry:\n  registry_type: sql\n  path: sqlite:///data/sql/registry.sqlite\n  \
+             read_path: \"{replica}\"\n  cache_ttl_seconds: 60\n"
+            ),
+        );
+    assert!(yaml.contains("registry_type: sql"), "{yaml}");
+    std::fs::write(&config, yaml).expect("write config");
+
+    let plan = ok(&repo, &["plan"]);
+    assert!(
+        plan.ends_with("Plan: 14 to create, 0 to update, 0 to delete.\n"),
+        "{plan}"
+    );
+    let applied = ok(&repo, &["apply"]);
+    assert!(applied.contains("(version 1)"), "{applied}");
+    // The registry went into the SQLite database (its folder created), not a file registry.
+    let db = repo.join("data/sql/registry.sqlite");
+    assert!(db.is_file());
+    assert!(!repo.join("data/registry.db").exists());
+    let out = larder(&repo, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("No changes"));
+
+    let defs = repo.join("features.yaml");
+    let edited = std::fs::read_to_string(&defs)
+        .expect("read")
+        .replace("ttl: 1d", "ttl: 36h");
+    std::fs::write(&defs, edited).expect("write");
+    assert_eq!(
+        larder(&repo, &["plan", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(ok(&repo, &["apply"]).contains("(version 2)"));
+
+    ok(
+        &repo,
+        &[
+            "materialize",
+            "2025-05-27T00:00:00",
+            "2025-05-28",
+            "--views",
+            "driver_hourly_stats",
+        ],
+    );
+    let dump: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["registry-dump"])).expect("json");
+    assert_eq!(dump["registry_version"], 3, "{dump}");
+    assert_eq!(
+        dump["project"]["materializations"]["driver_hourly_stats"],
+        serde_json::json!([{"start": "2025-05-27T00:00:00Z", "end": "2025-05-28T00:00:00Z"}]),
+    );
+    // One row, bumped once per commit.
+    let conn = rusqlite::Connection::open(&db).expect("open registry db");
+    let (name, generation): (String, i64) = conn
+        .query_row("SELECT name, generation FROM larder_registry", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .expect("registry row");
+    assert_eq!((name.as_str(), generation), ("default", 3));
+}
+
+#[test]
+fn a_bad_sql_registry_url_is_a_clear_error() {
+    let (_dir, repo) = demo_repo();
+    let config = repo.join("feature_store.yaml");
+    let yaml = std::fs::read_to_string(&config).expect("read config").replace(
+        "registry: data/registry.db\n",
+        "registry:\n  registry_type: sql\n  path: postgresql://larder:hunter2@127.0.0.1:1/features\n",
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    let out = larder(&repo, &["plan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("registry at `postgresql://larder@127.0.0.1:1/features` is unavailable"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn two_concurrent_applies_of_different_projects_both_land() {
     let (_dir, repo) = demo_repo();
     std::fs::write(

@@ -34,6 +34,15 @@ impl Snapshot {
     }
 }
 
+/// Which version a load may return.
+#[derive(Clone, Copy, Debug)]
+enum Read {
+    /// Whatever the store serves reads from (a replica may lag).
+    Any,
+    /// The newest committed version.
+    Latest,
+}
+
 /// What an `apply` did.
 #[derive(Debug)]
 pub struct ApplyOutcome {
@@ -102,15 +111,33 @@ impl Registry {
     }
 
     /// Reads the registry from its store, bypassing and refreshing the cache.
+    ///
+    /// Reads what serving processes read: a store with a read replica answers from the
+    /// replica (see [`RegistryStore::load`]).
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, RegistryError> {
-        let snapshot = Arc::new(self.load_fresh().await?);
+        self.refresh_from(Read::Any).await
+    }
+
+    /// Like [`refresh`](Self::refresh), but always the newest committed version (a store with
+    /// a read replica reads its primary): for decisions that feed a write, such as a plan or
+    /// the windows of a materialization run.
+    pub async fn refresh_latest(&self) -> Result<Arc<Snapshot>, RegistryError> {
+        self.refresh_from(Read::Latest).await
+    }
+
+    async fn refresh_from(&self, read: Read) -> Result<Arc<Snapshot>, RegistryError> {
+        let snapshot = Arc::new(self.load_fresh(read).await?);
         *self.cache.lock().await = Some(snapshot.clone());
         Ok(snapshot)
     }
 
-    async fn load_fresh(&self) -> Result<Snapshot, RegistryError> {
+    async fn load_fresh(&self, read: Read) -> Result<Snapshot, RegistryError> {
         let loaded_at = (self.clock)();
-        match self.store.load().await? {
+        let blob = match read {
+            Read::Any => self.store.load().await?,
+            Read::Latest => self.store.load_latest().await?,
+        };
+        match blob {
             None => Ok(Snapshot {
                 state: RegistryState::default(),
                 generation: None,
@@ -135,7 +162,7 @@ impl Registry {
                 return Ok(snapshot.clone());
             }
         }
-        let snapshot = Arc::new(self.load_fresh().await?);
+        let snapshot = Arc::new(self.load_fresh(Read::Any).await?);
         *cache = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -146,7 +173,7 @@ impl Registry {
         desired: &Definitions,
         desired_infra: &BTreeSet<InfraObject>,
     ) -> Result<Plan, RegistryError> {
-        let snapshot = self.refresh().await?;
+        let snapshot = self.refresh_latest().await?;
         Ok(plan_against(&snapshot.state, desired, desired_infra))
     }
 
@@ -236,13 +263,15 @@ impl Registry {
 
     /// Load → change → compare-and-swap commit, retried on conflict against the new version.
     /// `change` returns whether it changed anything (nothing is written otherwise).
+    /// Loads read the newest version ([`RegistryStore::load_latest`]): a lagging read
+    /// replica would make every commit conflict.
     /// Returns the resulting version and the attempts made.
     async fn update<F>(&self, mut change: F) -> Result<(u64, u32), RegistryError>
     where
         F: FnMut(&mut RegistryState, DateTime<Utc>) -> Result<bool, RegistryError>,
     {
         for attempt in 1..=MAX_ATTEMPTS {
-            let snapshot = self.load_fresh().await?;
+            let snapshot = self.load_fresh(Read::Latest).await?;
             let mut state = snapshot.state;
             let now = (self.clock)();
             if !change(&mut state, now)? {

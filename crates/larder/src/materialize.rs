@@ -97,7 +97,9 @@ impl FeatureStore {
         if self.online_store()?.is_none() {
             return Err(self.no_online_store());
         }
-        let (snapshot, project) = self.project_state().await?;
+        // The windows start where earlier runs ended: read them where runs record them, not
+        // from a replica that may not have the last run yet.
+        let (snapshot, project) = self.project_state_from(true).await?;
         let Some(state) = snapshot.project(&project) else {
             return Err(Error::Registry(
                 larder_registry::RegistryError::ProjectNotFound { project },

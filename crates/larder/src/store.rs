@@ -11,7 +11,7 @@ use larder_online::{
     OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, SqliteConfig, SqliteOnlineStore,
     ViewTable,
 };
-use larder_registry::store::open_store;
+use larder_registry::store::{open_sql_store, open_store};
 use larder_registry::{ApplyOutcome, Clock, ProjectState, Registry, Snapshot};
 use larder_spec::{Definitions, InfraAction, InfraObject, LoadOptions, Plan, load_definitions};
 use larder_types::feast::KeyVersion;
@@ -91,13 +91,14 @@ impl FeatureStore {
     /// Opens the registry named by an already loaded config.
     pub fn from_config(config: RepoConfig) -> Result<Self, Error> {
         let registry_config = &config.registry;
-        if registry_config.registry_type == RegistryType::Sql {
-            return Err(Error::Unsupported {
-                what: "`registry_type: sql`".into(),
-                hint: "use a file registry (a path, s3:// or gs:// URL) for now".into(),
-            });
-        }
-        let store = open_store(registry_config.path.expose(), &config.repo_dir)?;
+        let store = match registry_config.registry_type {
+            RegistryType::File => open_store(registry_config.path.expose(), &config.repo_dir)?,
+            RegistryType::Sql => open_sql_store(
+                registry_config.path.expose(),
+                registry_config.read_path.as_ref().map(|url| url.expose()),
+                &config.repo_dir,
+            )?,
+        };
         // Feast: 0 caches forever; Registry uses a zero duration for that.
         let ttl = registry_config.cache_ttl().unwrap_or(Duration::ZERO);
         Ok(FeatureStore {
@@ -298,8 +299,24 @@ impl FeatureStore {
     }
 
     /// This project's registry content; an error if it was never applied.
+    ///
+    /// Read as serving processes read it: from the read replica of a SQL registry that has
+    /// one (which may lag behind the primary).
     pub async fn project_state(&self) -> Result<(Arc<Snapshot>, String), Error> {
-        let snapshot = self.registry.refresh().await?;
+        self.project_state_from(false).await
+    }
+
+    /// [`project_state`](Self::project_state) from the newest registry version (the primary
+    /// of a SQL registry with a read replica) when `latest`.
+    pub(crate) async fn project_state_from(
+        &self,
+        latest: bool,
+    ) -> Result<(Arc<Snapshot>, String), Error> {
+        let snapshot = if latest {
+            self.registry.refresh_latest().await?
+        } else {
+            self.registry.refresh().await?
+        };
         if snapshot.project(self.project()).is_none() {
             return Err(Error::Registry(
                 larder_registry::RegistryError::ProjectNotFound {

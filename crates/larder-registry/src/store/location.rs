@@ -39,6 +39,17 @@ impl RegistryLocation {
                 base_dir.join(path)
             }));
         };
+        let lower = scheme.to_ascii_lowercase();
+        if matches!(lower.as_str(), "sqlite" | "postgres" | "postgresql")
+            || lower.starts_with("postgresql+")
+        {
+            return Err(invalid(
+                &redact(text),
+                "is a SQL database URL; write the registry as a mapping with \
+                 `registry_type: sql` and `path: <URL>`"
+                    .to_string(),
+            ));
+        }
         let url = url::Url::parse(text)
             .map_err(|err| invalid(&redact(text), format!("is not a valid URL: {err}")))?;
         if !url.username().is_empty() || url.password().is_some() {

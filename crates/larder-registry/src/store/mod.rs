@@ -5,14 +5,16 @@
 //! generation it loaded; if another writer committed in between, the commit fails with
 //! [`StoreError::Conflict`] and the writer starts over from a fresh load.
 //!
-//! Backends: [`LocalFileStore`] (a file plus a sidecar lock file) and [`ObjectStoreRegistry`]
-//! (object_store conditional puts: memory, S3, GCS). SQL registries will be opened through a
-//! separate function taking their connection config, not through [`open_store`].
+//! Backends: [`LocalFileStore`] (a file plus a sidecar lock file), [`ObjectStoreRegistry`]
+//! (object_store conditional puts: memory, S3, GCS) and [`SqlRegistryStore`] (one row of a
+//! SQLite or Postgres table, optionally read through a replica), opened with
+//! [`open_sql_store`].
 
 mod error;
 mod local;
 mod location;
 mod object;
+mod sql;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub use error::{BoxError, StoreError};
 pub use local::LocalFileStore;
 pub use location::{RegistryLocation, SUPPORTED_SCHEMES};
 pub use object::ObjectStoreRegistry;
+pub use sql::{SqlRegistryStore, open_sql_store};
 
 /// Opaque token naming one stored version of the registry blob (an ETag, object version,
 /// content hash...).
@@ -59,7 +62,21 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     ///
     /// Never returns a partially written blob: the bytes and generation are those of one
     /// complete commit. The returned generation is the one to pass to [`commit`](Self::commit).
+    ///
+    /// A store that reads from a replica may return an older complete version than the
+    /// newest (the replica lags), though never one older than what this instance has
+    /// itself committed or seen; read-modify-write callers use
+    /// [`load_latest`](Self::load_latest) instead.
     async fn load(&self) -> Result<Option<StoredBlob>, StoreError>;
+
+    /// Like [`load`](Self::load), but always the newest committed version, read where
+    /// commits are checked (a replicated store reads its primary). Writers load with this
+    /// before a commit, so a lagging replica cannot make every commit conflict.
+    ///
+    /// The default is [`load`](Self::load), right for stores without replicas.
+    async fn load_latest(&self) -> Result<Option<StoredBlob>, StoreError> {
+        self.load().await
+    }
 
     /// Stores `bytes` only if the current generation is still `expected` (`None`: only if no
     /// blob exists). Returns the new generation, equal to what a following
@@ -71,7 +88,7 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug {
     ///
     /// Committing bytes identical to the current blob succeeds. Content-addressed backends
     /// (local files, S3 ETags) then return the same generation as before; version-counting
-    /// backends (memory, GCS) return a new one. Either way no update is lost: a commit
+    /// backends (memory, GCS, SQL) return a new one. Either way no update is lost: a commit
     /// succeeds only against content the writer has seen.
     ///
     /// If this returns an error other than `Conflict`, or the future is dropped, the commit

@@ -1,2 +1,4 @@
 mod registry_conformance;
+mod sql_fixtures;
+mod sql_store;
 mod store_conformance;

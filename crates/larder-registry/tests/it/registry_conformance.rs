@@ -11,6 +11,8 @@ use larder_registry::store::{RegistryStore, open_store};
 use larder_registry::{Clock, Interval, Registry, RegistryError};
 use larder_spec::{Definitions, LoadOptions, ObjectAction, ObjectKind, parse_definitions};
 
+use crate::sql_fixtures;
+
 type Open<'a> = &'a (dyn Fn() -> Arc<dyn RegistryStore> + Send + Sync);
 
 macro_rules! registry_conformance_suite {
@@ -34,15 +36,27 @@ macro_rules! registry_conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (_guard, open) = $setup;
+                let Some((_guard, open)) = $setup else {
+                    return;
+                };
                 super::$case(&open).await;
             }
         )*
     };
 }
 
-registry_conformance_suite!(local_file, local_fixture());
-registry_conformance_suite!(memory, memory_fixture());
+registry_conformance_suite!(local_file, Some(local_fixture()));
+registry_conformance_suite!(memory, Some(memory_fixture()));
+registry_conformance_suite!(sqlite, Some(sql_fixtures::sqlite_fixture()));
+registry_conformance_suite!(
+    sqlite_with_replica,
+    Some(sql_fixtures::sqlite_replica_fixture())
+);
+registry_conformance_suite!(postgres, sql_fixtures::postgres_fixture());
+registry_conformance_suite!(
+    postgres_with_replica,
+    sql_fixtures::postgres_replica_fixture()
+);
 
 fn local_fixture() -> (
     tempfile::TempDir,

@@ -117,9 +117,17 @@ pub struct Repo {
 
 impl Repo {
     pub async fn new() -> Self {
+        Self::with_registry("registry: data/registry.db\n").await
+    }
+
+    /// A repo whose `feature_store.yaml` has `registry` (a whole YAML block, `{repo}`
+    /// standing for the repo folder) instead of the file registry.
+    pub async fn with_registry(registry: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        std::fs::write(dir.path().join("feature_store.yaml"), FEATURE_STORE_YAML).unwrap();
+        let registry = registry.replace("{repo}", &dir.path().display().to_string());
+        let yaml = FEATURE_STORE_YAML.replace("registry: data/registry.db\n", &registry);
+        std::fs::write(dir.path().join("feature_store.yaml"), yaml).unwrap();
         std::fs::write(dir.path().join("features.yaml"), FEATURES_YAML).unwrap();
         write_source(&dir.path().join("data/driver_stats.parquet"));
         let repo = Repo { dir };

@@ -150,6 +150,42 @@ async fn materialize_sync_and_async_with_conflicts() {
     server.stop().await;
 }
 
+/// The background refresh reads a SQL registry (SQLite, through a "replica" URL naming the
+/// same file) and picks up an apply made by another store.
+#[tokio::test]
+async fn a_new_apply_to_a_sql_registry_is_served() {
+    let repo = Repo::with_registry(
+        "registry:\n  registry_type: sql\n  path: sqlite:///data/registry.sqlite\n  read_path: sqlite:///{repo}/data/registry.sqlite\n",
+    )
+    .await;
+    assert!(repo.path().join("data/registry.sqlite").is_file());
+    let server = Running::start(repo.open(), options()).await;
+    let new_request = json!({"feature_service": "driver_rates", "entities": {"driver_id": [1001]}});
+    let (status, body) = server.post("/get-online-features", &new_request).await;
+    assert_eq!(status, 404, "{body}");
+    let features = format!(
+        "{FEATURES_YAML}  - name: driver_rates\n    features:\n      - driver_hourly_stats: [conv_rate, acc_rate]\n"
+    );
+    std::fs::write(repo.path().join("features.yaml"), features).unwrap();
+    repo.open().apply(&ApplyOptions::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.post("/get-online-features", &new_request).await;
+        if status == 200 {
+            let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(column(&response, "acc_rate")["values"], json!([0.5]));
+            break;
+        }
+        assert_eq!(status, 404, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the new service was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_new_apply_is_served_while_requests_are_in_flight() {
     let repo = Repo::new().await;
