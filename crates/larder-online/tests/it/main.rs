@@ -3,4 +3,6 @@
 
 #[macro_use]
 mod conformance;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
