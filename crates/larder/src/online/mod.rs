@@ -146,7 +146,7 @@ impl FeatureStore {
                 },
                 Some(other) => Error::Unsupported {
                     what: format!("`online_store: {{type: {}}}`", other.type_name()),
-                    hint: "use `online_store: {type: sqlite}` for now".into(),
+                    hint: "use `online_store: {type: sqlite}` or `{type: postgres}` for now".into(),
                 },
             });
         };
