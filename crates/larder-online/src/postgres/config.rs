@@ -38,6 +38,8 @@ pub struct PostgresConfig {
     pub max_conn: u32,
     /// Idle time before TCP keepalive probes start; `None` keeps the system default.
     pub keepalives_idle: Option<Duration>,
+    /// How the connections name themselves to the server (`pg_stat_activity`).
+    pub application_name: String,
     /// Bound on opening one connection (TCP, TLS and authentication).
     pub connect_timeout: Duration,
     /// Bound on one store call (waiting for a connection included). It is also set as the
@@ -66,6 +68,7 @@ impl PostgresConfig {
             min_conn: 1,
             max_conn: 10,
             keepalives_idle: None,
+            application_name: "larder".to_owned(),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             query_timeout: Self::DEFAULT_QUERY_TIMEOUT,
         }
@@ -124,6 +127,7 @@ impl fmt::Debug for PostgresConfig {
             .field("min_conn", &self.min_conn)
             .field("max_conn", &self.max_conn)
             .field("keepalives_idle", &self.keepalives_idle)
+            .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .finish()

@@ -48,7 +48,7 @@ impl PgPool {
         pg.port(config.port)
             .dbname(&config.database)
             .user(&config.user)
-            .application_name("larder")
+            .application_name(&config.application_name)
             .connect_timeout(config.connect_timeout)
             // The server stops what nobody waits for any more; `IF NOT EXISTS` statements
             // that find their object raise no notice.

@@ -615,3 +615,97 @@ async fn bulk_write_rate() {
     let got = read(&setup.store, &t, &[N - 1], &["feature_3"]).await;
     assert_eq!(value(&got, 0, 0), Some(Value::double(((N - 1) * 3) as f64)));
 }
+
+/// The sslmodes against the test server's own certificate (read through `ssl_cert_file`,
+/// so this needs the server on this machine with `ssl = on`): `require` encrypts without
+/// checking, `verify-ca` checks the chain only, `verify-full` the name too.
+#[tokio::test]
+async fn ssl_modes_check_what_they_promise() {
+    let Some(setup) = setup().await else { return };
+    let ssl: String = setup
+        .client
+        .query_one("SHOW ssl", &[])
+        .await
+        .expect("ssl")
+        .get(0);
+    let cert_file: String = setup
+        .client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("cert file")
+        .get(0);
+    let cert = std::path::PathBuf::from(&cert_file);
+    if ssl != "on"
+        || !cert.is_file()
+        || !["localhost", "127.0.0.1"].contains(&setup.config.host.as_str())
+    {
+        eprintln!("postgres TLS test not run: the server has no TLS certificate readable here");
+        return;
+    }
+    let t = setup.view("v", &["f"]);
+    write(&setup.store, &t, &[(1, 1, vec![i(1)])]).await;
+    let k = key(1);
+    let application = format!("larder_tls_{}", unique_project());
+    let with = |mode: larder_online::SslMode, host: &str, root: Option<&std::path::Path>| {
+        let mut config = setup.config.clone();
+        config.application_name = application.clone();
+        config.sslmode = mode;
+        config.host = host.to_owned();
+        config.sslrootcert_path = root.map(std::path::Path::to_path_buf);
+        config
+    };
+    use larder_online::SslMode::{Require, VerifyCa, VerifyFull};
+
+    // The connections are encrypted.
+    let store = PostgresOnlineStore::new(&with(Require, "127.0.0.1", None)).expect("store");
+    let got = store.read(&t, &[&k], &["f"]).await.expect("require");
+    assert_eq!(value(&got, 0, 0), i(1));
+    let encrypted: bool = setup
+        .client
+        .query_one(
+            "SELECT coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&application],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(encrypted, "larder's connections use TLS");
+
+    for (config, works) in [
+        (with(VerifyCa, "127.0.0.1", Some(&cert)), true),
+        (with(VerifyFull, "localhost", Some(&cert)), true),
+        // The certificate names `localhost`, not the address.
+        (with(VerifyFull, "127.0.0.1", Some(&cert)), false),
+    ] {
+        let store = PostgresOnlineStore::new(&config).expect("store");
+        let result = store.read(&t, &[&k], &["f"]).await;
+        match (result, works) {
+            (Ok(got), true) => assert_eq!(value(&got, 0, 0), i(1)),
+            (Err(err), false) => {
+                assert!(unavailable(&err), "{err:?}");
+                let text = err.to_string();
+                assert!(
+                    text.contains(&config.endpoint()) && text.contains("TLS"),
+                    "{text}"
+                );
+            }
+            (Ok(_), false) => panic!("{:?} to {} should fail", config.sslmode, config.host),
+            (Err(err), true) => panic!("{:?} to {}: {err}", config.sslmode, config.host),
+        }
+    }
+
+    // Verification without a root certificate is refused up front, naming the key.
+    let missing = std::env::temp_dir().join(format!("{}-no-root.crt", unique_project()));
+    let err = PostgresOnlineStore::new(&with(VerifyFull, "localhost", Some(&missing)))
+        .expect_err("no root file");
+    assert!(err.to_string().contains("no-root.crt"), "{err}");
+    // A client certificate needs its key; a key file must hold a key.
+    let mut config = with(Require, "localhost", None);
+    config.sslcert_path = Some(cert.clone());
+    let err = PostgresOnlineStore::new(&config).expect_err("no key");
+    assert!(err.to_string().contains("`sslkey_path`"), "{err}");
+    config.sslkey_path = Some(cert.clone());
+    let err = PostgresOnlineStore::new(&config).expect_err("a certificate is no key");
+    assert!(err.to_string().contains(&cert_file), "{err}");
+}
