@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime, TimeoutType,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -49,13 +50,7 @@ impl PgPool {
             .dbname(&config.database)
             .user(&config.user)
             .application_name(&config.application_name)
-            .connect_timeout(config.connect_timeout)
-            // The server stops what nobody waits for any more; `IF NOT EXISTS` statements
-            // that find their object raise no notice.
-            .options(format!(
-                "-c statement_timeout={} -c client_min_messages=warning",
-                config.query_timeout.as_millis()
-            ));
+            .connect_timeout(config.connect_timeout);
         if let Some(password) = &config.password {
             pg.password(password);
         }
@@ -90,7 +85,24 @@ impl PgPool {
             ConnType::Singleton => 1,
             ConnType::Pool => config.max_conn.max(1) as usize,
         };
+        // Set on each new connection (not as startup `options`, which PgBouncer refuses):
+        // the server stops what nobody waits for any more, and `IF NOT EXISTS` statements
+        // that find their object raise no notice.
+        let session = format!(
+            "SET statement_timeout = {}; SET client_min_messages = warning",
+            config.query_timeout.as_millis()
+        );
+        let setup = Hook::async_fn(move |client: &mut ClientWrapper, _| {
+            let session = session.clone();
+            Box::pin(async move {
+                client
+                    .batch_execute(&session)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        });
         let pool = Pool::builder(manager)
+            .post_create(setup)
             .max_size(max)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(config.connect_timeout))
@@ -173,7 +185,9 @@ impl PgPool {
 
 fn pool_error(err: PoolError, endpoint: &str) -> OnlineError {
     match err {
-        PoolError::Backend(e) => connect_error(e, endpoint),
+        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => {
+            connect_error(e, endpoint)
+        }
         PoolError::Timeout(kind) => OnlineError::Unavailable {
             store: STORE.to_owned(),
             retryable: true,
