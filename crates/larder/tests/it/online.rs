@@ -281,6 +281,6 @@ async fn a_repo_without_an_online_store_says_so() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`online_store: {type: redis}` is not supported by this build of Larder: use `online_store: {type: sqlite}` for now"
+        "`online_store: {type: redis}` is not supported by this build of Larder: use `online_store: {type: sqlite}` or `{type: postgres}` for now"
     );
 }
