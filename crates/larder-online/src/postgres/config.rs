@@ -187,7 +187,7 @@ impl FromStr for SslMode {
 /// Feast's `conn_type`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConnType {
-    /// One connection, shared: concurrent reads are pipelined on it, writes take turns.
+    /// One connection; calls take turns on it.
     Singleton,
     /// Up to `max_conn` connections.
     #[default]

@@ -460,6 +460,7 @@ async fn connection_errors_name_the_server_not_the_password() {
         (closed, true, "cannot connect"),
     ] {
         let store = PostgresOnlineStore::new(&config).expect("store");
+        assert!(!format!("{store:?}").contains(password));
         let err = store
             .read(&t, &[&k], &["f"])
             .await
@@ -614,6 +615,27 @@ async fn bulk_write_rate() {
     }
     let got = read(&setup.store, &t, &[N - 1], &["feature_3"]).await;
     assert_eq!(value(&got, 0, 0), Some(Value::double(((N - 1) * 3) as f64)));
+
+    // Read latency from the same table: 1 and 100 keys, all 10 features.
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for keys_per_read in [1, 100] {
+        let mut latencies = Vec::new();
+        for round in 0..500i64 {
+            let ids: Vec<i64> = (0..keys_per_read)
+                .map(|k| (round * 7919 + k * 104_729) % N)
+                .collect();
+            let started = Instant::now();
+            let got = read(&setup.store, &t, &ids, &names).await;
+            latencies.push(started.elapsed());
+            assert_eq!(ts(&got, 0), Some(2));
+        }
+        latencies.sort();
+        println!(
+            "read {keys_per_read} keys x 10 features: p50 {:?}, p99 {:?}",
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() * 99 / 100]
+        );
+    }
 }
 
 /// The sslmodes against the test server's own certificate (read through `ssl_cert_file`,
