@@ -120,20 +120,12 @@ impl Table {
         )
     }
 
-    /// `$1` keys (bytea[]), `$2` feature names (text[]).
+    /// `$1` keys (bytea[]), `$2` feature names (text[]). Both columns of the primary key
+    /// are bound, so Postgres finds the rows through it.
     pub fn select_sql(&self) -> String {
         format!(
             "SELECT entity_key, feature_name, value, event_ts FROM {} \
              WHERE entity_key = ANY($1) AND feature_name = ANY($2)",
-            self.qualified
-        )
-    }
-
-    /// `$1` keys (bytea[]): whether and when each key was written, without values.
-    pub fn select_keys_sql(&self) -> String {
-        format!(
-            "SELECT entity_key, feature_name, NULL::bytea, event_ts FROM {} \
-             WHERE entity_key = ANY($1)",
             self.qualified
         )
     }

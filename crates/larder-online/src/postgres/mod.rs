@@ -261,17 +261,18 @@ impl PostgresOnlineStore {
         let index = KeyIndex::new(request.keys.iter().copied());
         let slots = FeatureSlots::new(features);
         let keys: &[&[u8]] = index.unique();
-        let result = if slots.is_empty() {
-            match conn.prepare_cached(&table.select_keys_sql()).await {
-                Ok(statement) => conn.query(&statement, &[&keys]).await,
-                Err(e) => Err(e),
+        // The requested features, and the view's others: every write stores all features
+        // of the view, so a key is found, and its event time known, whichever of them are
+        // asked for (values of the others are not used).
+        let mut names: Vec<&str> = slots.names().to_vec();
+        for feature in &request.table.features {
+            if !names.contains(&feature.as_str()) {
+                names.push(feature);
             }
-        } else {
-            let names: &[&str] = slots.names();
-            match conn.prepare_cached(&table.select_sql()).await {
-                Ok(statement) => conn.query(&statement, &[&keys, &names]).await,
-                Err(e) => Err(e),
-            }
+        }
+        let result = match conn.prepare_cached(&table.select_sql()).await {
+            Ok(statement) => conn.query(&statement, &[&keys, &names]).await,
+            Err(e) => Err(e),
         };
         let rows = match result {
             Ok(rows) => rows,

@@ -345,6 +345,12 @@ async fn rows_of_a_dropped_feature_do_not_mix_in() {
         (ts(&got, 0), value(&got, 0, 0), cell(&got, 1, 0)),
         (Some(200), i(2), None)
     );
+    // Asked alone, the old feature is still missing, and the key found at its newest time.
+    let got = read(&setup.store, &before, &[1, 2], &["c"]).await;
+    assert_eq!(
+        (ts(&got, 0), cell(&got, 0, 0), ts(&got, 1)),
+        (Some(200), None, None)
+    );
 }
 
 const ROUNDS: i64 = 40;
