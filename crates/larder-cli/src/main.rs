@@ -53,11 +53,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, `: `-separated like anyhow's `{:#}`, leaving out a cause whose
-/// text the message already holds (library errors often show their source themselves).
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
+/// The error and its causes, skipping a cause whose text its parent already shows (library
+/// errors often embed their source in their own message).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
         let cause = cause.to_string();
         if !text.contains(&cause) {
             text.push_str(": ");

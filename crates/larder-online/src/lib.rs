@@ -6,11 +6,14 @@
 //!
 //! [`SqliteOnlineStore`] is the embedded default: one SQLite file in WAL mode, shared by
 //! the feature server and materialization processes, in Larder's own read-optimised layout
-//! (one row per entity key). [`batch`] and [`read`] hold the request validation,
+//! (one row per entity key). `PostgresOnlineStore` (cargo feature `postgres`, on by default)
+//! keeps Feast's Postgres layout. [`batch`] and [`read`] hold the request validation,
 //! in-batch deduplication and result alignment every backend shares.
 
 pub mod batch;
 mod error;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub mod read;
 #[cfg(feature = "redis")]
 mod redis;
@@ -22,6 +25,8 @@ pub use self::redis::{
     RedisConfig, RedisNode, RedisOnlineStore, RedisTopology, feature_field, redis_key, ts_field,
 };
 pub use error::{BoxError, OnlineError};
+#[cfg(feature = "postgres")]
+pub use postgres::{ConnType, PostgresConfig, PostgresOnlineStore, SslMode, postgres_table_name};
 pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_table_name};
 pub use store::{
     CREATED_TS, ENTITY_KEY, EVENT_TS, OnlineCapabilities, OnlineStore, ReadRequest, ViewTable,

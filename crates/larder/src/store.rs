@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use larder_config::{EntityKeySerializationVersion, OnlineStoreConfig, RegistryType, RepoConfig};
+use larder_config::{
+    EntityKeySerializationVersion, OnlineStoreConfig, PostgresConnType, PostgresOnlineStoreConfig,
+    RegistryType, RepoConfig,
+};
 use larder_offline::OfflineStore;
 use larder_online::{
-    OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, SqliteConfig, SqliteOnlineStore,
-    ViewTable,
+    ConnType, OnlineStore, PostgresConfig, PostgresOnlineStore, RedisConfig, RedisOnlineStore,
+    RedisTopology, SqliteConfig, SqliteOnlineStore, SslMode, ViewTable,
 };
 use larder_registry::store::{open_sql_store, open_store};
 use larder_registry::{ApplyOutcome, Clock, ProjectState, Registry, Snapshot};
@@ -177,7 +180,8 @@ impl FeatureStore {
     }
 
     /// The configured online store, built once; `None` when the online store is disabled or
-    /// its backend is not in this build yet.
+    /// its backend is not in this build yet. Building a Redis or Postgres store does not
+    /// connect: an unreachable server shows in the first read or write.
     pub fn online_store(&self) -> Result<Option<Arc<dyn OnlineStore>>, Error> {
         if let Some(store) = self.online.get() {
             return Ok(store.clone());
@@ -190,9 +194,42 @@ impl FeatureStore {
             Some(OnlineStoreConfig::Redis(redis)) => {
                 Some(Arc::new(RedisOnlineStore::new(redis_config(redis)?)))
             }
+            Some(OnlineStoreConfig::Postgres(postgres)) => Some(Arc::new(
+                PostgresOnlineStore::new(&self.postgres_online_config(postgres)?)?,
+            )),
             _ => None,
         };
         Ok(self.online.get_or_init(|| built).clone())
+    }
+
+    /// `online_store: {type: postgres}` as the store's own settings (TLS files resolved
+    /// against the repo, like every path of the config).
+    fn postgres_online_config(
+        &self,
+        postgres: &PostgresOnlineStoreConfig,
+    ) -> Result<PostgresConfig, Error> {
+        let c = &postgres.connection;
+        let path = |p: &Option<String>| p.as_deref().map(|p| self.config.resolve_path(p));
+        let mut config = PostgresConfig::new(&c.host, &c.database);
+        config.port = c.port;
+        config.db_schema = c.db_schema.clone();
+        config.user = c.user.clone();
+        config.password = c.password.as_ref().map(|p| p.expose().to_owned());
+        config.sslmode = match &c.sslmode {
+            Some(mode) => mode.parse::<SslMode>()?,
+            None => SslMode::Prefer,
+        };
+        config.sslrootcert_path = path(&c.sslrootcert_path);
+        config.sslcert_path = path(&c.sslcert_path);
+        config.sslkey_path = path(&c.sslkey_path);
+        config.conn_type = match postgres.conn_type {
+            PostgresConnType::Singleton => ConnType::Singleton,
+            PostgresConnType::Pool => ConnType::Pool,
+        };
+        config.min_conn = c.min_conn;
+        config.max_conn = c.max_conn;
+        config.keepalives_idle = c.keepalives_idle.map(Duration::from_secs);
+        Ok(config)
     }
 
     /// The online tables of `defs`' online views.

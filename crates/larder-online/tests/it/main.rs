@@ -3,5 +3,8 @@
 
 #[macro_use]
 mod conformance;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
 mod sqlite;

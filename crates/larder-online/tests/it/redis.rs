@@ -32,20 +32,32 @@ fn standalone_address() -> (String, u16) {
     (host.to_owned(), port)
 }
 
-pub async fn fixture() -> Fixture {
+/// `None` (the case does not run) when `LARDER_TEST_REDIS_URL` is unset.
+fn configured() -> bool {
+    if std::env::var_os(URL_VAR).is_none() {
+        eprintln!("not run: set {URL_VAR} to run the Redis cases");
+        return false;
+    }
+    true
+}
+
+pub async fn fixture() -> Option<Fixture> {
+    if !configured() {
+        return None;
+    }
     let (host, port) = standalone_address();
     let store = RedisOnlineStore::new(RedisConfig::standalone(host, port));
     store
         .connect()
         .await
         .unwrap_or_else(|e| panic!("{URL_VAR} is set but Redis does not answer: {e}"));
-    Fixture {
+    Some(Fixture {
         store: Arc::new(store),
         _guard: Box::new(()),
-    }
+    })
 }
 
-online_store_conformance!(conformance, crate::redis::fixture, requires "LARDER_TEST_REDIS_URL");
+online_store_conformance!(conformance, crate::redis::fixture);
 
 // ----- servers started by the tests -----
 
@@ -147,19 +159,22 @@ fn cluster() -> &'static Cluster {
     })
 }
 
-pub async fn cluster_fixture() -> Fixture {
+pub async fn cluster_fixture() -> Option<Fixture> {
+    if !configured() {
+        return None;
+    }
     let ports = &cluster().ports;
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let config = RedisConfig::parse(RedisTopology::Cluster, &nodes.join(",")).expect("config");
     let store = RedisOnlineStore::new(config);
     store.connect().await.expect("connect to the test cluster");
-    Fixture {
+    Some(Fixture {
         store: Arc::new(store),
         _guard: Box::new(()),
-    }
+    })
 }
 
-online_store_conformance!(cluster_conformance, crate::redis::cluster_fixture, requires "LARDER_TEST_REDIS_URL");
+online_store_conformance!(cluster_conformance, crate::redis::cluster_fixture);
 
 struct Sentinel {
     sentinel_port: u16,
@@ -201,7 +216,10 @@ fn sentinel() -> &'static Sentinel {
     })
 }
 
-pub async fn sentinel_fixture() -> Fixture {
+pub async fn sentinel_fixture() -> Option<Fixture> {
+    if !configured() {
+        return None;
+    }
     let port = sentinel().sentinel_port;
     let config = RedisConfig::parse(
         RedisTopology::Sentinel {
@@ -212,23 +230,15 @@ pub async fn sentinel_fixture() -> Fixture {
     .expect("config");
     let store = RedisOnlineStore::new(config);
     store.connect().await.expect("connect through the sentinel");
-    Fixture {
+    Some(Fixture {
         store: Arc::new(store),
         _guard: Box::new(()),
-    }
+    })
 }
 
-online_store_conformance!(sentinel_conformance, crate::redis::sentinel_fixture, requires "LARDER_TEST_REDIS_URL");
+online_store_conformance!(sentinel_conformance, crate::redis::sentinel_fixture);
 
 // ----- Feast's bytes -----
-
-fn services() -> bool {
-    if std::env::var_os(URL_VAR).is_none() {
-        eprintln!("not run: set {URL_VAR} to run this case");
-        return false;
-    }
-    true
-}
 
 /// The raw hash of `key` in `project`, read with redis-cli-free plain commands.
 async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -249,10 +259,13 @@ async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[tokio::test]
 async fn stores_feasts_layout() {
-    if !services() {
+    if !configured() {
         return;
     }
-    let store = fixture().await.store;
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store;
     let t = view("driver_hourly_stats", &["conv_rate", "trips"]);
     let micros = 1_700_000_000_123_456;
     write(
@@ -293,10 +306,13 @@ async fn stores_feasts_layout() {
 
 #[tokio::test]
 async fn reads_what_feast_wrote_and_keeps_its_newer_rows() {
-    if !services() {
+    if !configured() {
         return;
     }
-    let store = fixture().await.store;
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store;
     let t = view("feast_written", &["f"]);
     // A hash as Feast's Python SDK writes it.
     let (host, port) = standalone_address();
@@ -333,10 +349,13 @@ async fn reads_what_feast_wrote_and_keeps_its_newer_rows() {
 
 #[tokio::test]
 async fn pre_1970_event_times_compare_correctly() {
-    if !services() {
+    if !configured() {
         return;
     }
-    let store = fixture().await.store;
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store;
     let t = view("old", &["f"]);
     write(
         store.as_ref(),
@@ -371,10 +390,13 @@ async fn pre_1970_event_times_compare_correctly() {
 
 #[tokio::test]
 async fn deleting_a_view_keeps_other_views_and_projects() {
-    if !services() {
+    if !configured() {
         return;
     }
-    let store = fixture().await.store;
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store;
     let a = view("a", &["x"]);
     let b = larder_online::ViewTable::new(a.project.clone(), "b", ["y"]);
     // Another project whose name ends like this one's.
@@ -402,7 +424,7 @@ async fn deleting_a_view_keeps_other_views_and_projects() {
 
 #[tokio::test]
 async fn key_ttl_expires_hashes() {
-    if !services() {
+    if !configured() {
         return;
     }
     let (host, port) = standalone_address();
@@ -448,7 +470,7 @@ async fn unreachable_server_is_a_clear_error() {
 
 #[tokio::test]
 async fn wrong_password_is_a_clear_error() {
-    if !services() {
+    if !configured() {
         return;
     }
     let (host, port) = standalone_address();

@@ -146,7 +146,8 @@ impl FeatureStore {
                 },
                 Some(other) => Error::Unsupported {
                     what: format!("`online_store: {{type: {}}}`", other.type_name()),
-                    hint: "this build has the `sqlite` and `redis` online stores".into(),
+                    hint: "this build has the `sqlite`, `redis` and `postgres` online stores"
+                        .into(),
                 },
             });
         };

@@ -281,6 +281,6 @@ async fn a_repo_without_an_online_store_says_so() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`online_store: {type: remote}` is not supported by this build of Larder: this build has the `sqlite` and `redis` online stores"
+        "`online_store: {type: remote}` is not supported by this build of Larder: this build has the `sqlite`, `redis` and `postgres` online stores"
     );
 }
