@@ -3,3 +3,4 @@
 
 mod materialize;
 mod online;
+mod postgres_offline;
