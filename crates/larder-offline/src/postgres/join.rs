@@ -327,8 +327,10 @@ async fn entity_sql(
             message: describe(e),
         },
     };
-    let numbered =
-        format!("SELECT \"__q\".*, row_number() OVER () AS \"__row\" FROM ({query}) AS \"__q\"");
+    let numbered = format!(
+        "SELECT \"__q\".*, row_number() OVER () AS \"__row\" FROM ({}) AS \"__q\"",
+        super::sources::trim_query(query)
+    );
     let (select, cleanup, described) = match store.config.entity_select_mode {
         EntitySelectMode::TempTable => {
             let table = quote_ident(&new_temp_table());

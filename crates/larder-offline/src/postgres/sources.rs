@@ -29,9 +29,14 @@ pub(crate) struct ViewSource {
 pub(crate) fn from_item(source: &PostgresSource) -> String {
     match (&source.table, &source.query) {
         (Some(table), _) => table.clone(),
-        (None, Some(query)) => format!("({query})"),
+        (None, Some(query)) => format!("({})", trim_query(query)),
         (None, None) => "(SELECT 1)".into(),
     }
+}
+
+/// A query as a subquery needs no trailing `;`.
+pub(crate) fn trim_query(query: &str) -> &str {
+    query.trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
 /// Where a source's rows are, for messages: its table, or its query.

@@ -81,7 +81,15 @@ pub(crate) async fn copy_out(
         let mut buffered = 0usize;
         let mut finished = false;
         loop {
-            let next = rows.next().await;
+            let next = tokio::select! {
+                next = rows.next() => next,
+                // The reader is gone before the next row came (a long sort in Postgres):
+                // close the connection rather than wait for the rest of the result.
+                () = sender.closed() => {
+                    drop(Object::take(client));
+                    return;
+                }
+            };
             let row = match next {
                 Some(Ok(row)) => Some(row),
                 Some(Err(e)) => {

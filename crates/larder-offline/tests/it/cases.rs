@@ -415,3 +415,38 @@ async fn time_range_without_entity_rows() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_key_matches_nothing() {
+    let nullable = |v: &[Option<i64>]| -> arrow::array::ArrayRef {
+        std::sync::Arc::new(arrow::array::Int64Array::from(v.to_vec()))
+    };
+    for backend in backends() {
+        let data = batch(vec![
+            ("driver_id", nullable(&[None, Some(1)])),
+            ("event_timestamp", ts_hours(&[0, 0])),
+            ("created", ts_hours(&[0, 0])),
+            ("value", floats(&[Some(1.0), Some(2.0)])),
+        ]);
+        let fx = fixture_on(&backend, &definitions("0"), &[("stats.parquet", data)]).await;
+        let entities = batch(vec![
+            ("driver_id", nullable(&[None, Some(1), None])),
+            ("event_timestamp", ts_hours(&[1, 1, 2])),
+        ]);
+        let out = run(&fx, entities, &["fv:value"])
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        assert_eq!(
+            column_f64(&out, "value"),
+            [None, Some(2.0), None],
+            "{}",
+            backend.name()
+        );
+        assert_eq!(
+            column_i64(&out, "driver_id"),
+            [None, Some(1), None],
+            "{}",
+            backend.name()
+        );
+    }
+}

@@ -457,3 +457,94 @@ feature_views:
         "cannot read data source `stats` at `stats`: no column `nope` (needed for `nope`); its columns: driver_id, event_timestamp, created, value"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_source_reads_like_a_table() {
+    let Some(url) = postgres_url() else { return };
+    let fx = pg_fixture(&url).await;
+    let pg = fx.pg.as_ref().expect("postgres fixture");
+    // The stats table seen through a query (trailing `;` and all), its key renamed back
+    // by `field_mapping`.
+    let yaml = "
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: Int64}
+data_sources:
+  - name: q
+    type: postgres
+    query: \"SELECT driver_id AS id, event_timestamp, created, value * 10 AS value FROM stats;\"
+    timestamp_field: event_timestamp
+    created_timestamp_column: created
+    field_mapping: {id: driver_id}
+feature_views:
+  - {name: fv, entities: [driver], source: q, ttl: 0, schema: [{name: value, dtype: Float64}]}
+";
+    let other = fixture_unchecked(yaml, &[]);
+    let store =
+        PostgresOfflineStore::new(pg_config(&pg.url, &pg.name, fx.dir.path())).expect("store");
+    let entities = batch(vec![
+        ("driver_id", ints(&[2, 1, 1])),
+        ("event_timestamp", ts_hours(&[1, 4, 6])),
+    ]);
+    let out = run_with(
+        &other,
+        &store,
+        EntityInput::Batches(vec![entities]),
+        value_refs(),
+        false,
+    )
+    .await
+    .expect("retrieval");
+    assert_eq!(
+        column_f64(&out, "value"),
+        [Some(20.0), Some(10.0), Some(30.0)]
+    );
+    let latest = pull(&other, &store, "fv", (hours(0), hours(8)), None)
+        .await
+        .expect("latest");
+    let mut rows: Vec<_> = column_i64(&latest.batch, "driver_id")
+        .into_iter()
+        .zip(column_f64(&latest.batch, "value"))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    assert_eq!(rows, [(Some(1), Some(30.0)), (Some(2), Some(20.0))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_dropped_half_read_leaves_the_store_usable() {
+    use futures::StreamExt;
+    use larder_offline::OfflineStore;
+    let Some(url) = postgres_url() else { return };
+    let fx = pg_fixture(&url).await;
+    let pg = fx.pg.as_ref().expect("postgres fixture");
+    let mut config = pg_config(&pg.url, &pg.name, fx.dir.path());
+    config.max_conn = 1;
+    config.batch_size = 2;
+    let store = PostgresOfflineStore::new(config).expect("store");
+    let many = || {
+        let ids: Vec<i64> = (0..2000).map(|i| i % 3).collect();
+        let hours_: Vec<i64> = (0..2000).map(|i| i % 10).collect();
+        EntityInput::Batches(vec![batch(vec![
+            ("driver_id", ints(&ids)),
+            ("event_timestamp", ts_hours(&hours_)),
+        ])])
+    };
+    for _ in 0..3 {
+        let views = larder_spec::resolve_features(&fx.defs, &value_refs(), false).expect("views");
+        let mut stream = store
+            .get_historical_features(larder_offline::HistoricalRequest {
+                definitions: fx.defs.clone(),
+                views,
+                entities: many(),
+            })
+            .await
+            .expect("retrieval");
+        let first = stream.next().await.expect("a batch").expect("rows");
+        assert_eq!(first.num_rows(), 2);
+        drop(stream);
+    }
+    // The one pooled connection was replaced, not handed back mid-COPY.
+    let out = run_with(&fx, &store, many(), value_refs(), false)
+        .await
+        .expect("a full read after abandoned ones");
+    assert_eq!(out.num_rows(), 2000);
+}
