@@ -116,3 +116,39 @@ pub(crate) fn castable(from: &DataType, to: &DataType) -> bool {
         || (numeric(from) && text(to))
         || (matches!(from, DataType::Timestamp(_, _)) && matches!(to, DataType::Timestamp(_, _)))
 }
+
+/// Checks a non-entity (range) retrieval: `start <= end`, and every view has the same join
+/// key columns, which are returned (the entity columns of the rows the range yields).
+pub(crate) fn range_keys(
+    views: &[ResolvedView],
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>, OfflineError> {
+    if start > end {
+        return Err(OfflineError::BadRange {
+            start: start.to_rfc3339(),
+            end: end.to_rfc3339(),
+        });
+    }
+    let Some(first) = views.first() else {
+        return Err(OfflineError::execution(
+            datafusion::error::DataFusionError::Plan("no feature views requested".into()),
+        ));
+    };
+    let key_names = |v: &ResolvedView| -> Vec<String> {
+        v.join_key_columns.iter().map(|(_, c)| c.clone()).collect()
+    };
+    let first_keys = key_names(first);
+    for view in views {
+        let keys = key_names(view);
+        if keys != first_keys {
+            return Err(OfflineError::RangeKeysDiffer {
+                first: first.view.name.to_string(),
+                first_keys: first_keys.join(", "),
+                other: view.view.name.to_string(),
+                other_keys: keys.join(", "),
+            });
+        }
+    }
+    Ok(first_keys)
+}

@@ -16,7 +16,7 @@ use larder_spec::SourceKind;
 use super::FileOfflineStore;
 use super::sources::{read_file, resolve_path};
 use crate::asof::timestamps_ns;
-use crate::entity_columns::{check_key_type, key_columns, timestamp_column};
+use crate::entity_columns::{check_key_type, key_columns, range_keys, timestamp_column};
 use crate::error::OfflineError;
 use crate::store::{EntityInput, HistoricalRequest};
 
@@ -111,34 +111,12 @@ async fn range_frame(
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
 ) -> Result<DataFrame, OfflineError> {
-    if start > end {
-        return Err(OfflineError::BadRange {
-            start: start.to_rfc3339(),
-            end: end.to_rfc3339(),
-        });
-    }
-    let Some(first) = request.views.first() else {
-        return Err(OfflineError::execution(
-            datafusion::error::DataFusionError::Plan("no feature views requested".into()),
-        ));
-    };
-    let key_names = |v: &larder_spec::ResolvedView| -> Vec<String> {
-        v.join_key_columns.iter().map(|(_, c)| c.clone()).collect()
-    };
-    let first_keys = key_names(first);
+    let first_keys = range_keys(&request.views, start, end)?;
     let to_ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
     let bounds = Some((to_ns(start), to_ns(end)));
     let mut union: Option<DataFrame> = None;
     for view in &request.views {
-        let keys = key_names(view);
-        if keys != first_keys {
-            return Err(OfflineError::RangeKeysDiffer {
-                first: first.view.name.to_string(),
-                first_keys: first_keys.join(", "),
-                other: view.view.name.to_string(),
-                other_keys: keys.join(", "),
-            });
-        }
+        let keys = &first_keys;
         let rows =
             super::sources::source_rows(store, ctx, &request.definitions, view, bounds, true)
                 .await?;

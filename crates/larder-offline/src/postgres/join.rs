@@ -18,7 +18,7 @@ use super::sql::{JoinView, point_in_time, range_entities};
 use super::stream::{CopyOut, copy_out};
 use super::types::ColumnType;
 use super::{PostgresOfflineStore, describe};
-use crate::entity_columns::{check_key_type, key_columns, timestamp_column};
+use crate::entity_columns::{check_key_type, key_columns, range_keys, timestamp_column};
 use crate::error::OfflineError;
 use crate::store::{EntityInput, HistoricalRequest};
 
@@ -52,14 +52,11 @@ pub(crate) async fn get_historical_features(
             datafusion::error::DataFusionError::Plan("no feature views requested".into()),
         ));
     }
-    if let EntityInput::Range { start, end } = &request.entities
-        && start > end
-    {
-        return Err(OfflineError::BadRange {
-            start: start.to_rfc3339(),
-            end: end.to_rfc3339(),
-        });
-    }
+    // A bad range is refused before connecting.
+    let range_columns = match &request.entities {
+        EntityInput::Range { start, end } => Some(range_keys(&request.views, *start, *end)?),
+        _ => None,
+    };
     let client = store.connect().await?;
     let mut sources = Vec::with_capacity(request.views.len());
     for view in &request.views {
@@ -71,7 +68,7 @@ pub(crate) async fn get_historical_features(
                 Some(batch) => batch.schema(),
                 None => {
                     return Err(OfflineError::EntityFile {
-                        path: "the entity rows".into(),
+                        path: "the caller's batches".into(),
                         message: "no batches given (not even an empty one with a schema)".into(),
                     });
                 }
@@ -110,7 +107,13 @@ pub(crate) async fn get_historical_features(
             .await?
         }
         EntityInput::Sql(query) => entity_sql(store, &client, query).await?,
-        EntityInput::Range { start, end } => range(&request, &sources, *start, *end)?,
+        EntityInput::Range { start, end } => range(
+            &request,
+            &sources,
+            range_columns.unwrap_or_default(),
+            *start,
+            *end,
+        )?,
     };
 
     // The output: entity columns (time as UTC, keys typed as their entities), features.
@@ -384,29 +387,16 @@ async fn entity_sql(
     })
 }
 
-/// Feast's non-entity mode: every (keys, time) of the views' rows in `[start, end]`.
+/// Feast's non-entity mode: every (keys, time) of the views' rows in `[start, end]`, the
+/// keys in the entity columns `first_keys` (the same for every view, see `range_keys`).
 fn range(
     request: &HistoricalRequest,
     sources: &[ViewSource],
+    first_keys: Vec<String>,
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
 ) -> Result<Entities, OfflineError> {
     let first = &request.views[0];
-    let key_names = |v: &larder_spec::ResolvedView| -> Vec<String> {
-        v.join_key_columns.iter().map(|(_, c)| c.clone()).collect()
-    };
-    let first_keys = key_names(first);
-    for view in &request.views {
-        let keys = key_names(view);
-        if keys != first_keys {
-            return Err(OfflineError::RangeKeysDiffer {
-                first: first.view.name.to_string(),
-                first_keys: first_keys.join(", "),
-                other: view.view.name.to_string(),
-                other_keys: keys.join(", "),
-            });
-        }
-    }
     if first_keys.is_empty() {
         return Err(OfflineError::EntityLessView {
             view: first.view.name.to_string(),

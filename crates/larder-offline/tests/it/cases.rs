@@ -413,6 +413,25 @@ async fn time_range_without_entity_rows() {
             column_f64(&out, "rating"),
             [Some(4.0), Some(3.0), Some(4.5)]
         );
+        // Views keyed differently have no common rows to range over.
+        let err = run_with(
+            &fx,
+            store.as_ref(),
+            EntityInput::Range { start, end },
+            FeatureSelection::Refs(vec![
+                "driver_stats:rating".parse().unwrap(),
+                "customer_stats:rating".parse().unwrap(),
+            ]),
+            true,
+        )
+        .await
+        .expect_err("different join keys");
+        assert_eq!(
+            err.to_string(),
+            "retrieval without entity rows needs views with the same join keys; `driver_stats` has [driver_id] but `customer_stats` has [customer_id]",
+            "{}",
+            backend.name()
+        );
     }
 }
 
