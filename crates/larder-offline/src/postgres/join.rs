@@ -79,7 +79,7 @@ pub(crate) async fn get_historical_features(
                 &client,
                 &request,
                 schema,
-                "the entity rows",
+                "the caller's batches",
                 async move { Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed()) },
             )
             .await?
