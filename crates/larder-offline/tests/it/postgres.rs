@@ -409,6 +409,38 @@ async fn unreachable_server_and_wrong_login_name_the_server_not_the_password() {
         .expect_err("no such database");
     assert!(err.to_string().contains(&wrong_db.database), "{err}");
 
+    // TLS (rustls): `require` encrypts without checking the certificate, as libpq does;
+    // `verify-full` against a CA that did not sign the server's certificate refuses it.
+    let mut tls = pg_config(&pg.url, &pg.name, fx.dir.path());
+    tls.sslmode = Some("require".into());
+    let store = PostgresOfflineStore::new(tls.clone()).expect("store");
+    let over_tls = EntityInput::Sql(
+        "SELECT 1 AS driver_id, now() AS event_timestamp, \
+         (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls"
+            .into(),
+    );
+    match run_with(&fx, &store, over_tls, value_refs(), false).await {
+        Ok(out) => {
+            let tls = out.column_by_name("tls").expect("tls column");
+            assert!(tls.as_boolean().value(0), "the session is encrypted");
+        }
+        // A server without TLS says so, naming itself.
+        Err(e) => assert!(
+            e.to_string().contains(&tls.target()) && e.to_string().contains("TLS"),
+            "{e}"
+        ),
+    }
+    let ca = fx.dir.path().join("other-ca.pem");
+    std::fs::write(&ca, OTHER_CA).expect("write CA");
+    tls.sslmode = Some("verify-full".into());
+    tls.sslrootcert_path = Some(ca.to_string_lossy().into_owned());
+    let store = PostgresOfflineStore::new(tls.clone()).expect("store");
+    let err = pull(&fx, &store, "fv", (hours(0), hours(9)), None)
+        .await
+        .expect_err("a certificate the CA did not sign");
+    assert!(matches!(err, OfflineError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
     let mut bad_tls = pg_config(&pg.url, &pg.name, fx.dir.path());
     bad_tls.sslmode = Some("verify-full".into());
     let err = PostgresOfflineStore::new(bad_tls).expect_err("no root certificate");
@@ -756,3 +788,18 @@ feature_views:
         }
     }
 }
+
+/// A CA certificate that signed nothing the test server uses (generated once with
+/// `openssl req -x509 -newkey ec`; its key was thrown away).
+const OTHER_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBrzCCAVWgAwIBAgIUPJb01SyZDEEoVAeQlZeBZ79cmdAwCgYIKoZIzj0EAwIw
+LDEqMCgGA1UEAwwhbGFyZGVyIHRlc3QgQ0EgKG5vdCB0aGUgc2VydmVyJ3MpMCAX
+DTI2MTEyNjE0MDAyOVoYDzIxMjYxMTAyMTQwMDI5WjAsMSowKAYDVQQDDCFsYXJk
+ZXIgdGVzdCBDQSAobm90IHRoZSBzZXJ2ZXIncykwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATqEuxu6GTdq8bdBXzHPIzNuLQ2gyiCL/U8QcNaqE9LcRb8xZ2AYOmD
+L7h0gDeCqboObvgHsRLSO25x5UOzb7/fo1MwUTAdBgNVHQ4EFgQUv1K1Z4vOZXXu
+hRPSyjRjGcUlPewwHwYDVR0jBBgwFoAUv1K1Z4vOZXXuhRPSyjRjGcUlPewwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEAiRhAmpeLgRAxMdVv91Wu
+lHuKDgxbiSIMmZQDmxGiE8YCIH6tj+TEYOyR+dTwWvRIrPAxAKlCCqn7dLx+NRYZ
+6rYM
+-----END CERTIFICATE-----\n";
