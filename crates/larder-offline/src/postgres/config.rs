@@ -103,8 +103,9 @@ impl PostgresOfflineConfig {
         format!("{}:{}/{}", self.host, self.port, self.database)
     }
 
-    /// The connection pool; connects lazily, on first use.
-    pub(crate) fn pool(&self) -> Result<Pool, OfflineError> {
+    /// The connection pool (connecting lazily, on first use) and the TLS setting its
+    /// connections use, for cancel requests.
+    pub(crate) fn pool(&self) -> Result<(Pool, Tls), OfflineError> {
         let invalid = |message: String| OfflineError::Unavailable {
             store: "postgres",
             target: self.target(),
@@ -133,10 +134,13 @@ impl PostgresOfflineConfig {
             recycling_method: RecyclingMethod::Clean,
         };
         let mode = self.sslmode.as_deref().unwrap_or("prefer");
-        let manager = match mode {
+        let (manager, tls) = match mode {
             "disable" => {
                 pg.ssl_mode(SslMode::Disable);
-                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+                (
+                    Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+                    Tls::None,
+                )
             }
             "allow" | "prefer" | "require" | "verify-ca" | "verify-full" => {
                 pg.ssl_mode(if matches!(mode, "allow" | "prefer") {
@@ -144,11 +148,12 @@ impl PostgresOfflineConfig {
                 } else {
                     SslMode::Require
                 });
-                let tls = self.tls_config(mode).map_err(invalid)?;
-                Manager::from_config(
-                    pg,
-                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                    manager_config,
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                    self.tls_config(mode).map_err(invalid)?,
+                );
+                (
+                    Manager::from_config(pg, tls.clone(), manager_config),
+                    Tls::Rustls(tls),
                 )
             }
             other => {
@@ -157,12 +162,13 @@ impl PostgresOfflineConfig {
                 )));
             }
         };
-        Pool::builder(manager)
+        let pool = Pool::builder(manager)
             .max_size(self.max_conn.max(1) as usize)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(self.connect_timeout))
             .build()
-            .map_err(|e| invalid(e.to_string()))
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok((pool, tls))
     }
 
     /// rustls settings for `mode`: `allow`/`prefer`/`require` encrypt without checking the
@@ -224,6 +230,26 @@ impl PostgresOfflineConfig {
             }
             (None, None) => Ok(builder.with_no_client_auth()),
             _ => Err("give both `sslcert_path` and `sslkey_path`, or neither".into()),
+        }
+    }
+}
+
+/// How the pool's connections negotiate TLS; cancel requests open a connection the same way.
+#[derive(Clone)]
+pub(crate) enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    /// Asks the server to stop the query `token`'s connection is running.
+    pub(crate) async fn cancel(&self, token: tokio_postgres::CancelToken) {
+        let sent = match self {
+            Tls::None => token.cancel_query(tokio_postgres::NoTls).await,
+            Tls::Rustls(tls) => token.cancel_query(tls.clone()).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "cancelling an abandoned postgres query failed");
         }
     }
 }

@@ -37,13 +37,23 @@ const STORE: &str = "postgres";
 pub struct PostgresOfflineStore {
     config: PostgresOfflineConfig,
     pool: Pool,
+    tls: config::Tls,
+}
+
+impl std::fmt::Debug for config::Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            config::Tls::None => "no TLS",
+            config::Tls::Rustls(_) => "rustls",
+        })
+    }
 }
 
 impl PostgresOfflineStore {
     /// Builds the store and its connection pool; no connection is made until first use.
     pub fn new(config: PostgresOfflineConfig) -> Result<Self, OfflineError> {
-        let pool = config.pool()?;
-        Ok(PostgresOfflineStore { config, pool })
+        let (pool, tls) = config.pool()?;
+        Ok(PostgresOfflineStore { config, pool, tls })
     }
 
     pub fn config(&self) -> &PostgresOfflineConfig {

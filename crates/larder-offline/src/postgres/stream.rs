@@ -29,9 +29,9 @@ pub(crate) struct CopyOut {
     pub cleanup: Option<String>,
 }
 
-/// Runs `query.sql` on `client` and streams its rows. Errors before the first row (the
-/// query does not plan, a column has a type Larder does not read) are returned here;
-/// later ones end the stream.
+/// Runs `query.sql` on `client` and streams its rows. Errors of planning (the query does
+/// not plan, a column has a type Larder does not read) are returned here; errors while it
+/// runs end the stream. Dropping the stream cancels the query.
 pub(crate) async fn copy_out(
     store: &PostgresOfflineStore,
     client: Object,
@@ -59,16 +59,13 @@ pub(crate) async fn copy_out(
         decoders.push(Decoder::new(ty));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let copy = client
-        .copy_out(&format!("COPY ({}) TO STDOUT (FORMAT binary)", query.sql))
-        .await
-        .map_err(|e| error(&e))?;
-    let rows = BinaryCopyOutStream::new(copy, &types);
+    let copy_sql = format!("COPY ({}) TO STDOUT (FORMAT binary)", query.sql);
 
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
     let batch_size = store.config.batch_size.max(1);
     let target = store.config.target();
     let task_schema = schema.clone();
+    let (cancel, tls) = (client.cancel_token(), store.tls.clone());
     tokio::spawn(async move {
         let failed = |message: String| {
             DataFusionError::External(Box::new(OfflineError::Backend {
@@ -77,6 +74,25 @@ pub(crate) async fn copy_out(
                 message,
             }))
         };
+        // Postgres announces a COPY with the first rows, so this waits for the query's
+        // first 8 KiB of output (after any sort): a reader gone meanwhile cancels it.
+        let copy = tokio::select! {
+            copy = client.copy_out(&copy_sql) => Some(copy),
+            () = sender.closed() => None,
+        };
+        let rows = match copy {
+            Some(Ok(copy)) => BinaryCopyOutStream::new(copy, &types),
+            Some(Err(e)) => {
+                let _ = sender.send(Err(failed(describe(&e)))).await;
+                drop(Object::take(client));
+                return;
+            }
+            None => {
+                tls.cancel(cancel).await;
+                drop(Object::take(client));
+                return;
+            }
+        };
         futures::pin_mut!(rows);
         let mut buffered = 0usize;
         let mut finished = false;
@@ -84,8 +100,9 @@ pub(crate) async fn copy_out(
             let next = tokio::select! {
                 next = rows.next() => next,
                 // The reader is gone before the next row came (a long sort in Postgres):
-                // close the connection rather than wait for the rest of the result.
+                // stop the query and close the connection rather than wait for the rest.
                 () = sender.closed() => {
+                    tls.cancel(cancel).await;
                     drop(Object::take(client));
                     return;
                 }
@@ -127,6 +144,7 @@ pub(crate) async fn copy_out(
                 if sender.send(batch).await.is_err() {
                     // The reader is gone, maybe mid-COPY: the connection must not go back
                     // to the pool in that state.
+                    tls.cancel(cancel).await;
                     drop(Object::take(client));
                     return;
                 }

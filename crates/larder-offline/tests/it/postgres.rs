@@ -581,6 +581,57 @@ async fn a_result_dropped_half_read_leaves_the_store_usable() {
         .await
         .expect("a full read after abandoned ones");
     assert_eq!(out.num_rows(), 2000);
+
+    // A slow query abandoned before its first row is cancelled in Postgres.
+    let marker = format!("larder_cancel_{}", uuid::Uuid::new_v4().simple());
+    let mut embed = pg_config(&pg.url, &pg.name, fx.dir.path());
+    embed.entity_select_mode = EntitySelectMode::EmbedQuery;
+    let store = PostgresOfflineStore::new(embed).expect("store");
+    let views = larder_spec::resolve_features(&fx.defs, &value_refs(), false).expect("views");
+    let stream = store
+        .get_historical_features(larder_offline::HistoricalRequest {
+            definitions: fx.defs.clone(),
+            views,
+            entities: EntityInput::Sql(format!(
+                "SELECT 1 AS driver_id, now() AS event_timestamp, '{marker}' AS marker FROM pg_sleep(60)"
+            )),
+        })
+        .await
+        .expect("retrieval");
+    let client = connect(&url).await.expect("connect");
+    // Sessions that ran the query: `active` ones still run it.
+    let sessions = |active: bool| {
+        let (client, marker) = (&client, &marker);
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' \
+                     AND pid <> pg_backend_pid() AND ($2 = false OR state = 'active')",
+                    &[marker, &active],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get::<_, i64>(0)
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sessions(true).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow query never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    // Without a cancel request the session would sleep on for a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sessions(false).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned query still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Deterministic pseudo-random numbers (xorshift), so failures reproduce.
