@@ -11,4 +11,5 @@ mod latest_partial;
 mod latest_spill;
 mod oracle;
 mod postgres;
+mod postgres_random;
 mod spill;
