@@ -182,7 +182,8 @@ pub struct HistoricalArgs {
     /// Entity rows: a Parquet or CSV file with the join keys and an event timestamp column.
     #[arg(long, value_name = "FILE")]
     pub entities: Option<String>,
-    /// Entity rows: a SQL query over the repo's file data sources (each a table by its name).
+    /// Entity rows: a SQL query, over the repo's file data sources (each a table by its name)
+    /// with the file offline store, run in Postgres with the postgres offline store.
     #[arg(long, value_name = "SQL")]
     pub entity_sql: Option<String>,
     /// No entity rows: every feature row from this time on (RFC 3339), with --end.

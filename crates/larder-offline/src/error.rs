@@ -77,6 +77,19 @@ pub enum OfflineError {
         path: String,
         message: String,
     },
+    #[error("cannot connect to the {store} offline store at `{target}`: {message}")]
+    Unavailable {
+        store: &'static str,
+        /// Where the server is (`host:port/database`), never with a password.
+        target: String,
+        message: String,
+    },
+    #[error("the {store} offline store at `{target}` failed: {message}")]
+    Backend {
+        store: &'static str,
+        target: String,
+        message: String,
+    },
     #[error("query failed: {0}")]
     Execution(#[from] DataFusionError),
 }

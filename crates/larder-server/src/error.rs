@@ -134,7 +134,11 @@ impl From<larder::Error> for ApiError {
                 | OfflineError::EntityLessView { .. }
                 | OfflineError::UnsupportedSource { .. }
                 | OfflineError::UnsupportedAppend { .. } => (S::UNPROCESSABLE_ENTITY, "ValueError"),
+                OfflineError::Unavailable { .. } => {
+                    (S::SERVICE_UNAVAILABLE, "OfflineStoreUnavailable")
+                }
                 OfflineError::SourceRead { .. }
+                | OfflineError::Backend { .. }
                 | OfflineError::AppendFailed { .. }
                 | OfflineError::Execution(_) => (S::INTERNAL_SERVER_ERROR, "OfflineStoreError"),
             },

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use larder_config::OfflineStoreConfig;
 use larder_offline::{
-    EntityInput, FileOfflineStore, FileStoreOptions, HistoricalRequest, OfflineStore,
-    SendableRecordBatchStream,
+    EntityInput, EntitySelectMode, FileOfflineStore, FileStoreOptions, HistoricalRequest,
+    OfflineStore, PostgresOfflineConfig, PostgresOfflineStore, SendableRecordBatchStream,
 };
 use larder_spec::{FeatureSelection, resolve_features};
 
@@ -33,10 +33,31 @@ impl FeatureStore {
                 options.memory_limit = memory_limit;
                 Ok(Arc::new(FileOfflineStore::new(options)?))
             }
-            OfflineStoreConfig::Postgres(_) => Err(Error::Unsupported {
-                what: "`offline_store: {type: postgres}`".into(),
-                hint: "use `offline_store: {type: file}` for now".into(),
-            }),
+            OfflineStoreConfig::Postgres(postgres) => {
+                let connection = &postgres.connection;
+                let options = PostgresOfflineConfig {
+                    host: connection.host.clone(),
+                    port: connection.port,
+                    database: connection.database.clone(),
+                    db_schema: connection.db_schema.clone(),
+                    user: connection.user.clone(),
+                    password: connection.password.as_ref().map(|p| p.expose().to_string()),
+                    sslmode: connection.sslmode.clone(),
+                    sslkey_path: connection.sslkey_path.clone(),
+                    sslcert_path: connection.sslcert_path.clone(),
+                    sslrootcert_path: connection.sslrootcert_path.clone(),
+                    max_conn: connection.max_conn,
+                    keepalives_idle: connection.keepalives_idle,
+                    entity_select_mode: match postgres.entity_select_mode {
+                        larder_config::EntitySelectMode::TempTable => EntitySelectMode::TempTable,
+                        larder_config::EntitySelectMode::EmbedQuery => EntitySelectMode::EmbedQuery,
+                    },
+                    repo_dir: config.repo_dir.clone(),
+                    memory_limit,
+                    ..PostgresOfflineConfig::default()
+                };
+                Ok(Arc::new(PostgresOfflineStore::new(options)?))
+            }
         }
     }
 

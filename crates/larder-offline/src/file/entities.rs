@@ -13,9 +13,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, ident, lit};
 use larder_spec::SourceKind;
 
+use super::FileOfflineStore;
 use super::sources::{read_file, resolve_path};
-use super::{FileOfflineStore, is_timestamp};
 use crate::asof::timestamps_ns;
+use crate::entity_columns::{check_key_type, key_columns, range_keys, timestamp_column};
 use crate::error::OfflineError;
 use crate::store::{EntityInput, HistoricalRequest};
 
@@ -28,44 +29,6 @@ pub(crate) struct EntityPlan {
     pub time_range: Option<(i64, i64)>,
     /// How many entity rows there are.
     pub rows: usize,
-}
-
-/// The column timestamps are joined on: `event_timestamp`, else the only timestamp column.
-fn timestamp_column(df: &DataFrame) -> Result<String, OfflineError> {
-    let schema = df.schema();
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    if let Some(field) = schema
-        .fields()
-        .iter()
-        .find(|f| f.name() == "event_timestamp")
-    {
-        if !is_timestamp(field.data_type()) {
-            return Err(OfflineError::NotATimestamp {
-                column: field.name().clone(),
-                found: field.data_type().to_string(),
-            });
-        }
-        return Ok(field.name().clone());
-    }
-    let candidates: Vec<&String> = schema
-        .fields()
-        .iter()
-        .filter(|f| is_timestamp(f.data_type()))
-        .map(|f| f.name())
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(OfflineError::NoTimestampColumn {
-            available: names.join(", "),
-        }),
-        many => Err(OfflineError::AmbiguousTimestamp {
-            columns: many
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
 }
 
 /// Timestamps without a time zone are UTC.
@@ -148,34 +111,12 @@ async fn range_frame(
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
 ) -> Result<DataFrame, OfflineError> {
-    if start > end {
-        return Err(OfflineError::BadRange {
-            start: start.to_rfc3339(),
-            end: end.to_rfc3339(),
-        });
-    }
-    let Some(first) = request.views.first() else {
-        return Err(OfflineError::execution(
-            datafusion::error::DataFusionError::Plan("no feature views requested".into()),
-        ));
-    };
-    let key_names = |v: &larder_spec::ResolvedView| -> Vec<String> {
-        v.join_key_columns.iter().map(|(_, c)| c.clone()).collect()
-    };
-    let first_keys = key_names(first);
+    let first_keys = range_keys(&request.views, start, end)?;
     let to_ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
     let bounds = Some((to_ns(start), to_ns(end)));
     let mut union: Option<DataFrame> = None;
     for view in &request.views {
-        let keys = key_names(view);
-        if keys != first_keys {
-            return Err(OfflineError::RangeKeysDiffer {
-                first: first.view.name.to_string(),
-                first_keys: first_keys.join(", "),
-                other: view.view.name.to_string(),
-                other_keys: keys.join(", "),
-            });
-        }
+        let keys = &first_keys;
         let rows =
             super::sources::source_rows(store, ctx, &request.definitions, view, bounds, true)
                 .await?;
@@ -212,31 +153,12 @@ pub(crate) async fn plan_entities(
     request: &HistoricalRequest,
 ) -> Result<EntityPlan, OfflineError> {
     let df = entity_frame(store, ctx, request).await?;
-    let ts_column = timestamp_column(&df)?;
+    let ts_column = timestamp_column(df.schema().as_arrow())?;
     let schema = df.schema().clone();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
 
     // The type each join key column must have: its entity's.
-    let mut key_types: Vec<(String, DataType)> = Vec::new();
-    for view in &request.views {
-        if view.join_key_columns.is_empty() {
-            return Err(OfflineError::EntityLessView {
-                view: view.view.name.to_string(),
-            });
-        }
-        for ((_, column), field) in view.join_key_columns.iter().zip(&view.view.entity_columns) {
-            if !columns.contains(column) {
-                return Err(OfflineError::MissingJoinKey {
-                    column: column.clone(),
-                    view: view.view.name.to_string(),
-                    available: columns.join(", "),
-                });
-            }
-            if !key_types.iter().any(|(c, _)| c == column) {
-                key_types.push((column.clone(), field.dtype.arrow_type()));
-            }
-        }
-    }
+    let key_types = key_columns(&request.views, &columns)?;
 
     let mut exprs = Vec::with_capacity(columns.len());
     for field in schema.fields() {
@@ -245,16 +167,11 @@ pub(crate) async fn plan_entities(
         let expr = if *name == ts_column {
             utc_timestamp_expr(expr, field.data_type())
         } else if let Some((_, wanted)) = key_types.iter().find(|(c, _)| c == name) {
+            check_key_type(name, field.data_type(), wanted)?;
             if field.data_type() == wanted {
                 expr
-            } else if castable(field.data_type(), wanted) {
-                cast(expr, wanted.clone())
             } else {
-                return Err(OfflineError::KeyTypeMismatch {
-                    column: name.clone(),
-                    found: field.data_type().to_string(),
-                    expected: wanted.to_string(),
-                });
+                cast(expr, wanted.clone())
             }
         } else {
             expr
@@ -312,25 +229,6 @@ pub(crate) async fn plan_entities(
         time_range,
         rows,
     })
-}
-
-/// Whether entity values of type `from` can be read as key type `to` (numbers to numbers,
-/// text to text, timestamps to timestamps).
-fn castable(from: &DataType, to: &DataType) -> bool {
-    let numeric = |d: &DataType| d.is_integer();
-    let text =
-        |d: &DataType| matches!(d, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-    let binary = |d: &DataType| {
-        matches!(
-            d,
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-        )
-    };
-    (numeric(from) && numeric(to))
-        || (text(from) && text(to))
-        || (binary(from) && binary(to))
-        || (numeric(from) && text(to))
-        || (matches!(from, DataType::Timestamp(_, _)) && matches!(to, DataType::Timestamp(_, _)))
 }
 
 /// A timestamp literal comparable with any timestamp column.

@@ -5,14 +5,14 @@ mod append;
 mod entities;
 mod latest;
 mod memjoin;
-mod sources;
+pub(crate) mod sources;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -501,12 +501,4 @@ fn system_memory() -> usize {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(8 << 30)
-}
-
-/// Whether `dt` can be joined on as an event time.
-pub(crate) fn is_timestamp(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-    )
 }

@@ -3,6 +3,7 @@
 use larder_offline::EntityInput;
 use larder_spec::FeatureSelection;
 
+use crate::backends::{backends, fixture_on, store_for};
 use crate::harness::*;
 
 const DEFS: &str = "
@@ -23,19 +24,31 @@ fn fx() -> Fixture {
     fixture(DEFS, &[("s.parquet", data)])
 }
 
-async fn error_of(entities: EntityInput) -> String {
-    let fx = fx();
-    let store = store(&fx, None, 2);
-    run_with(
-        &fx,
-        &store,
-        entities,
-        FeatureSelection::Refs(vec!["fv:value".parse().unwrap()]),
-        false,
-    )
-    .await
-    .expect_err("should fail")
-    .to_string()
+/// The error of a retrieval of `fv:value` for `entities`, on every backend (the same
+/// message is expected from each).
+async fn errors_of(entities: EntityInput) -> Vec<String> {
+    let data = batch(vec![
+        ("driver_id", ints(&[1])),
+        ("event_timestamp", ts_hours(&[0])),
+        ("value", floats(&[Some(1.0)])),
+    ]);
+    let mut messages = Vec::new();
+    for backend in backends() {
+        let fx = fixture_on(&backend, DEFS, &[("s.parquet", data.clone())]).await;
+        let store = store_for(&fx);
+        let message = run_with(
+            &fx,
+            store.as_ref(),
+            entities.clone(),
+            FeatureSelection::Refs(vec!["fv:value".parse().unwrap()]),
+            false,
+        )
+        .await
+        .map(|_| format!("{}: no error", backend.name()))
+        .unwrap_or_else(|e| e.to_string());
+        messages.push(message);
+    }
+    messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,24 +89,25 @@ async fn entity_row_mistakes() {
         ),
     ];
     for (entities, message) in cases {
-        assert_eq!(
-            error_of(EntityInput::Batches(vec![entities])).await,
-            message
-        );
+        for got in errors_of(EntityInput::Batches(vec![entities])).await {
+            assert_eq!(got, message);
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_inputs() {
-    let message = error_of(EntityInput::File {
+    for message in errors_of(EntityInput::File {
         path: "missing.parquet".into(),
         format: larder_spec::FileFormat::Parquet,
     })
-    .await;
-    assert!(
-        message.starts_with("cannot read the entity rows from `missing.parquet`"),
-        "{message}"
-    );
+    .await
+    {
+        assert!(
+            message.starts_with("cannot read the entity rows from `missing.parquet`"),
+            "{message}"
+        );
+    }
     // An unreadable source does not break queries that do not use it, and names itself
     // in those that do.
     let broken = DEFS.replace(
@@ -129,19 +143,21 @@ async fn unreadable_inputs() {
     .expect_err("the broken source is not a table")
     .to_string();
     assert!(err.contains("gone"), "{err}");
-    let message = error_of(EntityInput::Sql("SELECT nope FROM s".into())).await;
-    assert!(
-        message.starts_with("the entity SQL query failed:"),
-        "{message}"
-    );
-    assert!(message.contains("nope"), "{message}");
+    for message in errors_of(EntityInput::Sql("SELECT nope FROM s".into())).await {
+        assert!(
+            message.starts_with("the entity SQL query failed:"),
+            "{message}"
+        );
+        assert!(message.contains("nope"), "{message}");
+    }
     let start = chrono::DateTime::from_timestamp_micros(hours(5)).unwrap();
     let end = chrono::DateTime::from_timestamp_micros(hours(1)).unwrap();
-    let message = error_of(EntityInput::Range { start, end }).await;
-    assert!(
-        message.starts_with("a time range needs start <= end"),
-        "{message}"
-    );
+    for message in errors_of(EntityInput::Range { start, end }).await {
+        assert!(
+            message.starts_with("a time range needs start <= end"),
+            "{message}"
+        );
+    }
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub defs: Arc<Definitions>,
+    /// Set when the fixture's tables live in Postgres (see `backends.rs`).
+    pub pg: Option<crate::backends::PgSchema>,
 }
 
 /// Like [`fixture`], without checking the sources (some may be missing on purpose).
@@ -85,6 +87,7 @@ fn build_fixture(yaml: &str, files: &[(&str, RecordBatch)], validate_sources: bo
     Fixture {
         dir,
         defs: Arc::new(defs),
+        pg: None,
     }
 }
 
@@ -115,7 +118,7 @@ pub fn store(fx: &Fixture, memory_limit: Option<usize>, partitions: usize) -> Fi
 
 pub async fn run_with(
     fx: &Fixture,
-    store: &FileOfflineStore,
+    store: &dyn OfflineStore,
     entities: EntityInput,
     selection: FeatureSelection,
     full_feature_names: bool,
@@ -138,14 +141,14 @@ pub async fn run(
     entities: RecordBatch,
     refs: &[&str],
 ) -> Result<RecordBatch, OfflineError> {
-    let store = store(fx, None, 2);
+    let store = crate::backends::store_for(fx);
     let refs = refs
         .iter()
         .map(|r| r.parse().expect("feature ref"))
         .collect();
     run_with(
         fx,
-        &store,
+        store.as_ref(),
         EntityInput::Batches(vec![entities]),
         FeatureSelection::Refs(refs),
         false,
@@ -191,6 +194,7 @@ pub fn whole_view(defs: &Definitions, name: &str) -> larder_spec::ResolvedView {
 }
 
 /// What a `pull_latest` run gave, its stream collected.
+#[derive(Debug)]
 pub struct Latest {
     pub batch: RecordBatch,
     pub rows_read: u64,
@@ -200,7 +204,7 @@ pub struct Latest {
 /// Reads the latest rows of view `view` with event times in `[start_us, end_us]`.
 pub async fn pull(
     fx: &Fixture,
-    store: &FileOfflineStore,
+    store: &dyn OfflineStore,
     view: &str,
     (start_us, end_us): (i64, i64),
     memory_limit: Option<usize>,
@@ -211,7 +215,7 @@ pub async fn pull(
 /// As [`pull`], asking for a derived key column.
 pub async fn pull_derived(
     fx: &Fixture,
-    store: &FileOfflineStore,
+    store: &dyn OfflineStore,
     view: &str,
     (start_us, end_us): (i64, i64),
     memory_limit: Option<usize>,

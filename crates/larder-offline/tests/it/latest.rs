@@ -10,6 +10,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, TimeUnit};
 use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
 
+use crate::backends::{Backend, backends, fixture_on, store_for};
 use crate::harness::*;
 
 /// A source row: (driver_id, event hour, created hour (event hour when `None`), value).
@@ -194,6 +195,25 @@ async fn latest_row_cases() {
                 floats(&case.features.iter().map(|r| r.3).collect::<Vec<_>>()),
             ),
         ]);
+        if let Some(url) = crate::backends::postgres_url() {
+            let fx = fixture_on(
+                &Backend::Postgres(url),
+                DEFS,
+                &[("stats.parquet", data.clone())],
+            )
+            .await;
+            let store = store_for(&fx);
+            match pull(&fx, store.as_ref(), "fv", window_us(case.window), None).await {
+                Ok(out) if rows_of(&out.batch) == case.expected => {}
+                Ok(out) => failures.push(format!(
+                    "{} (postgres): got {:?}, want {:?}",
+                    case.name,
+                    rows_of(&out.batch),
+                    case.expected
+                )),
+                Err(e) => failures.push(format!("{} (postgres): {e}", case.name)),
+            }
+        }
         let fx = fixture(DEFS, &[("stats.parquet", data)]);
         // Batches of one row put every run across batch boundaries.
         for (partitions, batch_size) in [(2, 1024), (1, 1), (3, 2)] {
@@ -233,62 +253,64 @@ feature_views:
         ("label", strings(&["a", "b", "c"])),
         ("unused", strings(&["x", "y", "z"])),
     ]);
-    let fx = fixture(defs, &[("stats.parquet", data)]);
-    let store = store(&fx, None, 2);
-    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let expected_schema = [
-        ("driver_id", DataType::Int64, false),
-        (LATEST_EVENT_TS, timestamp.clone(), false),
-        (LATEST_CREATED_TS, timestamp, true),
-        ("value", DataType::Float64, true),
-        ("label", DataType::Utf8, true),
-    ];
-    let schema_of = |batch: &RecordBatch| -> Vec<(String, DataType, bool)> {
-        batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
-            .collect()
-    };
-    let expected_schema: Vec<(String, DataType, bool)> = expected_schema
-        .into_iter()
-        .map(|(n, t, nullable)| (n.to_string(), t, nullable))
-        .collect();
+    for backend in backends() {
+        let fx = fixture_on(&backend, defs, &[("stats.parquet", data.clone())]).await;
+        let store = store_for(&fx);
+        let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let expected_schema = [
+            ("driver_id", DataType::Int64, false),
+            (LATEST_EVENT_TS, timestamp.clone(), false),
+            (LATEST_CREATED_TS, timestamp, true),
+            ("value", DataType::Float64, true),
+            ("label", DataType::Utf8, true),
+        ];
+        let schema_of = |batch: &RecordBatch| -> Vec<(String, DataType, bool)> {
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+                .collect()
+        };
+        let expected_schema: Vec<(String, DataType, bool)> = expected_schema
+            .into_iter()
+            .map(|(n, t, nullable)| (n.to_string(), t, nullable))
+            .collect();
 
-    let out = pull(&fx, &store, "fv", window_us((0, 10)), None)
-        .await
-        .expect("read");
-    assert_eq!(schema_of(&out.batch), expected_schema);
-    let mut rows: Vec<(Option<i64>, Option<i64>, Option<f64>)> = (0..out.batch.num_rows())
-        .map(|i| {
-            (
-                column_i64(&out.batch, "driver_id")[i],
-                column_us(&out.batch, LATEST_EVENT_TS)[i],
-                column_f64(&out.batch, "value")[i],
-            )
-        })
-        .collect();
-    rows.sort_by_key(|r| r.0);
-    assert_eq!(
-        rows,
-        [
-            (Some(1), Some(hours(3)), Some(3.0)),
-            (Some(2), Some(hours(2)), Some(2.0))
-        ]
-    );
-    assert_eq!(
-        column_us(&out.batch, LATEST_CREATED_TS),
-        [None, None],
-        "no created column: all null"
-    );
+        let out = pull(&fx, store.as_ref(), "fv", window_us((0, 10)), None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        assert_eq!(schema_of(&out.batch), expected_schema);
+        let mut rows: Vec<(Option<i64>, Option<i64>, Option<f64>)> = (0..out.batch.num_rows())
+            .map(|i| {
+                (
+                    column_i64(&out.batch, "driver_id")[i],
+                    column_us(&out.batch, LATEST_EVENT_TS)[i],
+                    column_f64(&out.batch, "value")[i],
+                )
+            })
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        assert_eq!(
+            rows,
+            [
+                (Some(1), Some(hours(3)), Some(3.0)),
+                (Some(2), Some(hours(2)), Some(2.0))
+            ]
+        );
+        assert_eq!(
+            column_us(&out.batch, LATEST_CREATED_TS),
+            [None, None],
+            "no created column: all null"
+        );
 
-    let empty = pull(&fx, &store, "fv", window_us((4, 10)), None)
-        .await
-        .expect("read of an empty window");
-    assert_eq!(empty.batch.num_rows(), 0);
-    assert_eq!(schema_of(&empty.batch), expected_schema);
-    assert_eq!(empty.rows_read, 0);
+        let empty = pull(&fx, store.as_ref(), "fv", window_us((4, 10)), None)
+            .await
+            .expect("read of an empty window");
+        assert_eq!(empty.batch.num_rows(), 0);
+        assert_eq!(schema_of(&empty.batch), expected_schema);
+        assert_eq!(empty.rows_read, 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,47 +352,49 @@ feature_views:
         ),
         ("trips", ints(&[10, 20, 30, 40, 50, 60])),
     ]);
-    let fx = fixture(defs, &[("trips.parquet", data)]);
-    let store = store(&fx, None, 2);
-    let out = pull(&fx, &store, "pair", window_us((0, 5)), None)
-        .await
-        .expect("read");
-    assert_eq!(
-        names(&out.batch),
-        [
-            "driver_id",
-            "customer_id",
-            LATEST_EVENT_TS,
-            LATEST_CREATED_TS,
-            "rating",
-            "trips"
-        ]
-    );
-    let customers = out
-        .batch
-        .column_by_name("customer_id")
-        .expect("customer_id");
-    let customers = arrow::array::AsArray::as_string::<i32>(customers);
-    let mut rows: Vec<(i64, String, f64, i64)> = (0..out.batch.num_rows())
-        .map(|i| {
-            (
-                column_i64(&out.batch, "driver_id")[i].expect("key"),
-                customers.value(i).to_string(),
-                column_f64(&out.batch, "rating")[i].expect("rating"),
-                column_i64(&out.batch, "trips")[i].expect("trips"),
-            )
-        })
-        .collect();
-    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    // (2, "b") has its only row at hour 9, outside the window.
-    assert_eq!(
-        rows,
-        [
-            (1, "a".to_string(), 3.0, 30),
-            (1, "b".to_string(), 2.0, 20),
-            (2, "a".to_string(), 4.0, 40),
-        ]
-    );
+    for backend in backends() {
+        let fx = fixture_on(&backend, defs, &[("trips.parquet", data.clone())]).await;
+        let store = store_for(&fx);
+        let out = pull(&fx, store.as_ref(), "pair", window_us((0, 5)), None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        assert_eq!(
+            names(&out.batch),
+            [
+                "driver_id",
+                "customer_id",
+                LATEST_EVENT_TS,
+                LATEST_CREATED_TS,
+                "rating",
+                "trips"
+            ]
+        );
+        let customers = out
+            .batch
+            .column_by_name("customer_id")
+            .expect("customer_id");
+        let customers = arrow::array::AsArray::as_string::<i32>(customers);
+        let mut rows: Vec<(i64, String, f64, i64)> = (0..out.batch.num_rows())
+            .map(|i| {
+                (
+                    column_i64(&out.batch, "driver_id")[i].expect("key"),
+                    customers.value(i).to_string(),
+                    column_f64(&out.batch, "rating")[i].expect("rating"),
+                    column_i64(&out.batch, "trips")[i].expect("trips"),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        // (2, "b") has its only row at hour 9, outside the window.
+        assert_eq!(
+            rows,
+            [
+                (1, "a".to_string(), 3.0, 30),
+                (1, "b".to_string(), 2.0, 20),
+                (2, "a".to_string(), 4.0, 40),
+            ]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,27 +445,30 @@ feature_views:
             ])),
         ),
     ];
-    for (name, events, created) in variants {
-        let data = batch(vec![
-            ("driver_id", ints(&[1, 1, 1, 2])),
-            ("event_timestamp", events),
-            ("created", created),
-            (
-                "value",
-                floats(&[Some(1.0), Some(2.0), Some(3.0), Some(4.0)]),
-            ),
-        ]);
-        let fx = fixture(defs, &[("stats.parquet", data)]);
-        let store = store(&fx, None, 2);
-        // The window ends at 05:00Z exactly: the naive 05:00 rows are in, 06:00 is out.
-        let out = pull(&fx, &store, "fv", window_us((0, 5)), None)
-            .await
-            .expect(name);
-        assert_eq!(
-            rows_of(&out.batch),
-            [(1, 5, 9, Some(2.0))],
-            "{name}: times read as UTC, ties broken by created time"
-        );
+    for backend in backends() {
+        for (name, events, created) in variants.clone() {
+            let data = batch(vec![
+                ("driver_id", ints(&[1, 1, 1, 2])),
+                ("event_timestamp", events),
+                ("created", created),
+                (
+                    "value",
+                    floats(&[Some(1.0), Some(2.0), Some(3.0), Some(4.0)]),
+                ),
+            ]);
+            let fx = fixture_on(&backend, defs, &[("stats.parquet", data.clone())]).await;
+            let store = store_for(&fx);
+            // The window ends at 05:00Z exactly: the naive 05:00 rows are in, 06:00 is out.
+            let out = pull(&fx, store.as_ref(), "fv", window_us((0, 5)), None)
+                .await
+                .expect(name);
+            assert_eq!(
+                rows_of(&out.batch),
+                [(1, 5, 9, Some(2.0))],
+                "{name} ({}): times read as UTC, ties broken by created time",
+                backend.name()
+            );
+        }
     }
 }
 
@@ -461,10 +488,20 @@ feature_views:
             floats(&[Some(1.0), Some(2.0), Some(3.0), Some(4.0), Some(5.0)]),
         ),
     ]);
-    let fx = fixture(defs, &[("stats.parquet", data)]);
-    for partitions in [1, 2] {
-        let store = store(&fx, None, partitions);
-        let out = pull(&fx, &store, "global", window_us((0, 6)), None)
+    for (backend, partitions) in backends().into_iter().flat_map(|b| {
+        let runs = if matches!(b, Backend::File) {
+            vec![1, 2]
+        } else {
+            vec![1]
+        };
+        runs.into_iter().map(move |p| (b.clone(), p))
+    }) {
+        let fx = fixture_on(&backend, defs, &[("stats.parquet", data.clone())]).await;
+        let store: Box<dyn larder_offline::OfflineStore> = match backend {
+            Backend::File => Box::new(store(&fx, None, partitions)),
+            Backend::Postgres(_) => store_for(&fx),
+        };
+        let out = pull(&fx, store.as_ref(), "global", window_us((0, 6)), None)
             .await
             .expect("read");
         assert_eq!(
@@ -473,7 +510,7 @@ feature_views:
         );
         assert_eq!(column_f64(&out.batch, "value"), [Some(3.0)]);
         assert_eq!(column_us(&out.batch, LATEST_CREATED_TS), [Some(hours(6))]);
-        let none = pull(&fx, &store, "global", window_us((9, 10)), None)
+        let none = pull(&fx, store.as_ref(), "global", window_us((9, 10)), None)
             .await
             .expect("read");
         assert_eq!(none.batch.num_rows(), 0);

@@ -137,7 +137,7 @@ proptest! {
              data_sources:\n  - {{name: s, type: file, path: s.parquet, timestamp_field: event_timestamp{created}}}\n\
              feature_views:\n  - {{name: fv, entities: {entities}, source: s, schema: [{{name: row_id, dtype: Int64}}]}}\n"
         );
-        let fx = fixture(&yaml, &[("s.parquet", data)]);
+        let fx = fixture(&yaml, &[("s.parquet", data.clone())]);
         let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
         options.partitions = partitions;
         options.batch_size = batch_size;
@@ -158,8 +158,25 @@ proptest! {
             ))
             .expect("read");
         let expected = oracle(&rows, two_keys, has_created, window);
-
-        let out = &out.batch;
+        let mut outputs = vec![out.batch];
+        if let Some(url) = crate::backends::postgres_url() {
+            let out = runtime.block_on(async {
+                let backend = crate::backends::Backend::Postgres(url);
+                let fx = crate::backends::fixture_on(&backend, &yaml, &[("s.parquet", data.clone())]).await;
+                let store = crate::backends::store_for(&fx);
+                pull_derived(
+                    &fx,
+                    store.as_ref(),
+                    "fv",
+                    (hours(window.0), hours(window.1)),
+                    None,
+                    derived.then(|| derived_key(two_keys)),
+                )
+                .await
+            }).expect("postgres read");
+            outputs.push(out.batch);
+        }
+        for out in &outputs {
         let keys = column_i64(out, "driver_id");
         let regions: Option<Vec<Option<&str>>> = two_keys.then(|| {
             out.column_by_name("region").expect("region").as_string::<i32>().iter().collect()
@@ -204,5 +221,6 @@ proptest! {
                 "key {:?}: row {} is not among the latest {:?}", key, row, expected[key]
             );
         }
+    }
     }
 }

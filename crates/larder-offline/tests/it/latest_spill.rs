@@ -117,13 +117,11 @@ async fn spills_under_a_small_memory_limit_and_gives_the_same_answer() {
     let no_disk = spill_store(&fx, None, Some(1024));
     let err = pull(&fx, &no_disk, "fv", window, Some(LIMIT))
         .await
-        .err()
-        .expect("spilling is impossible without spill space");
+        .expect_err("spilling is impossible without spill space");
     assert!(err.to_string().contains("1024"), "{err}");
     let no_disk = spill_store(&fx, Some(LIMIT), Some(1024));
     let err = pull(&fx, &no_disk, "fv", window, None)
         .await
-        .err()
-        .expect("the store's limit applies without the read's own");
+        .expect_err("the store's limit applies without the read's own");
     assert!(err.to_string().contains("1024"), "{err}");
 }

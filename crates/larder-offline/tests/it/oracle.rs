@@ -87,7 +87,7 @@ proptest! {
              data_sources:\n  - {{name: s, type: file, path: s.parquet, timestamp_field: event_timestamp, created_timestamp_column: created}}\n\
              feature_views:\n  - {{name: fv, entities: [driver], source: s, ttl: {ttl}, schema: [{{name: value, dtype: Float64}}]}}\n"
         );
-        let fx = fixture(&yaml, &[("s.parquet", data)]);
+        let fx = fixture(&yaml, &[("s.parquet", data.clone())]);
         let spine = batch(vec![
             ("driver_id", ints(&entities.iter().map(|e| e.key).collect::<Vec<_>>())),
             ("event_timestamp", ts_array(entities.iter().map(|e| e.hour.map(hours)))),
@@ -105,13 +105,32 @@ proptest! {
         let out = runtime.block_on(run_with(
             &fx,
             &store,
-            EntityInput::Batches(vec![spine]),
+            EntityInput::Batches(vec![spine.clone()]),
             FeatureSelection::Refs(vec!["fv:value".parse().expect("ref")]),
             false,
         )).expect("retrieval");
-        prop_assert_eq!(out.num_rows(), entities.len());
-        let keys: Vec<Option<i64>> = entities.iter().map(|e| Some(e.key)).collect();
-        prop_assert_eq!(column_i64(&out, "driver_id"), keys, "entity order kept");
-        prop_assert_eq!(column_f64(&out, "value"), oracle(&features, &entities, ttl_hours));
+        let mut outputs = vec![("file", out)];
+        if let Some(url) = crate::backends::postgres_url() {
+            let out = runtime.block_on(async {
+                let backend = crate::backends::Backend::Postgres(url);
+                let fx = crate::backends::fixture_on(&backend, &yaml, &[("s.parquet", data.clone())]).await;
+                let store = crate::backends::store_for(&fx);
+                run_with(
+                    &fx,
+                    store.as_ref(),
+                    EntityInput::Batches(vec![spine.clone()]),
+                    FeatureSelection::Refs(vec!["fv:value".parse().expect("ref")]),
+                    false,
+                )
+                .await
+            }).expect("postgres retrieval");
+            outputs.push(("postgres", out));
+        }
+        for (backend, out) in outputs {
+            prop_assert_eq!(out.num_rows(), entities.len(), "{}", backend);
+            let keys: Vec<Option<i64>> = entities.iter().map(|e| Some(e.key)).collect();
+            prop_assert_eq!(column_i64(&out, "driver_id"), keys, "{}: entity order kept", backend);
+            prop_assert_eq!(column_f64(&out, "value"), oracle(&features, &entities, ttl_hours), "{}", backend);
+        }
     }
 }

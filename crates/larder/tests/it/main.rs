@@ -4,3 +4,4 @@
 mod materialize;
 mod online;
 mod postgres;
+mod postgres_offline;
