@@ -147,9 +147,29 @@ impl Shared {
     }
 }
 
-/// Opens and configures one connection. `first` also switches the file to WAL (a
-/// persistent property of the file, so the later connections need not).
+/// Opens and configures one connection, retried while another process holds the file
+/// until `busy_timeout`: some of SQLite's lock waits while opening (switching a file to WAL,
+/// reading a WAL file another process is still initialising) answer `SQLITE_BUSY` at once
+/// instead of calling the busy handler. Two `larder apply`s sharing an online store hit this.
 fn open_connection(config: &SqliteConfig, first: bool) -> Result<Connection, OnlineError> {
+    let deadline = std::time::Instant::now() + config.busy_timeout;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match try_open_connection(config, first) {
+            Err(OnlineError::Unavailable {
+                retryable: true, ..
+            }) if std::time::Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`open_connection`]. `first` also switches the file to WAL (a persistent
+/// property of the file, so the later connections need not).
+fn try_open_connection(config: &SqliteConfig, first: bool) -> Result<Connection, OnlineError> {
     let path = &config.path;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE

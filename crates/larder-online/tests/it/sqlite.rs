@@ -346,3 +346,70 @@ async fn null_value_and_missing_feature_differ() {
     assert_eq!(cell(&got, 0, 0), Some(Vec::new()));
     assert_eq!(cell(&got, 1, 0), None);
 }
+
+/// Run by `concurrent_opens_of_a_new_file_all_succeed` in child processes: opens the store
+/// at `CHILD_DB` when the parent says go (the file `CHILD_DB.go` appears) and creates a
+/// table of its own.
+#[tokio::test]
+#[ignore = "run as a child process by concurrent_opens_of_a_new_file_all_succeed"]
+async fn opener_process() {
+    let Ok(path) = std::env::var(CHILD_DB) else {
+        return;
+    };
+    let go = PathBuf::from(format!("{path}.go"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "no go signal");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // What `larder apply` does: open, then create this project's table.
+    let table = ViewTable::new(format!("p{}", std::process::id()), "v", ["f"]);
+    let result = match SqliteOnlineStore::open(&SqliteConfig::new(&path)) {
+        Ok(store) => store.update_infra(std::slice::from_ref(&table), &[]).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        eprintln!("{e}");
+        std::process::exit(3);
+    }
+}
+
+/// Several processes opening one new file at once (two `larder apply`s of different
+/// projects sharing an online store, say) all succeed: SQLite refuses to switch a file to
+/// WAL while another process holds it, without calling its busy handler, so the switch is
+/// retried.
+#[test]
+fn concurrent_opens_of_a_new_file_all_succeed() {
+    let exe = std::env::current_exe().expect("test binary");
+    for round in 0..8 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("online.db");
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(&exe)
+                    .args([
+                        "sqlite::opener_process",
+                        "--exact",
+                        "--ignored",
+                        "--test-threads=1",
+                    ])
+                    .env(CHILD_DB, &path)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn an opener")
+            })
+            .collect();
+        // Let the children start (and reach their wait), then release them together.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(format!("{}.go", path.display()), b"").expect("go");
+        for child in children {
+            let out = child.wait_with_output().expect("opener exit");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
