@@ -41,12 +41,9 @@ fn configured() -> bool {
     true
 }
 
-pub async fn fixture() -> Option<Fixture> {
-    if !configured() {
-        return None;
-    }
-    let (host, port) = standalone_address();
-    let store = RedisOnlineStore::new(RedisConfig::standalone(host, port));
+/// A connected store on `config` (a set URL whose server does not answer fails the case).
+async fn connected(config: RedisConfig) -> Option<Fixture> {
+    let store = RedisOnlineStore::new(config);
     store
         .connect()
         .await
@@ -55,6 +52,14 @@ pub async fn fixture() -> Option<Fixture> {
         store: Arc::new(store),
         _guard: Box::new(()),
     })
+}
+
+pub async fn fixture() -> Option<Fixture> {
+    if !configured() {
+        return None;
+    }
+    let (host, port) = standalone_address();
+    connected(RedisConfig::standalone(host, port)).await
 }
 
 online_store_conformance!(conformance, crate::redis::fixture);
@@ -165,13 +170,7 @@ pub async fn cluster_fixture() -> Option<Fixture> {
     }
     let ports = &cluster().ports;
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let config = RedisConfig::parse(RedisTopology::Cluster, &nodes.join(",")).expect("config");
-    let store = RedisOnlineStore::new(config);
-    store.connect().await.expect("connect to the test cluster");
-    Some(Fixture {
-        store: Arc::new(store),
-        _guard: Box::new(()),
-    })
+    connected(RedisConfig::parse(RedisTopology::Cluster, &nodes.join(",")).expect("config")).await
 }
 
 online_store_conformance!(cluster_conformance, crate::redis::cluster_fixture);
@@ -228,12 +227,7 @@ pub async fn sentinel_fixture() -> Option<Fixture> {
         &format!("127.0.0.1:{port}"),
     )
     .expect("config");
-    let store = RedisOnlineStore::new(config);
-    store.connect().await.expect("connect through the sentinel");
-    Some(Fixture {
-        store: Arc::new(store),
-        _guard: Box::new(()),
-    })
+    connected(config).await
 }
 
 online_store_conformance!(sentinel_conformance, crate::redis::sentinel_fixture);
