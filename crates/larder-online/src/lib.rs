@@ -22,7 +22,7 @@ mod store;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{
-    RedisConfig, RedisNode, RedisOnlineStore, RedisTopology, feature_field, redis_key, ts_field,
+    RedisConfig, RedisNode, RedisOnlineStore, RedisTopology, redis_key, ts_field,
 };
 pub use error::{BoxError, OnlineError};
 #[cfg(feature = "postgres")]

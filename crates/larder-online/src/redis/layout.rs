@@ -6,7 +6,7 @@
 //! `_ts:{view}` holds the row's event time as a serialized `google.protobuf.Timestamp`.
 //! Views keyed by the same join keys share one hash.
 
-use larder_types::feast::{ProtoTimestamp, redis_field_hash};
+use larder_types::feast::ProtoTimestamp;
 
 /// The Redis key of one entity in `project`.
 pub fn redis_key(entity_key: &[u8], project: &str) -> Vec<u8> {
@@ -14,11 +14,6 @@ pub fn redis_key(entity_key: &[u8], project: &str) -> Vec<u8> {
     key.extend_from_slice(entity_key);
     key.extend_from_slice(project.as_bytes());
     key
-}
-
-/// The hash field of `view`'s feature `feature`.
-pub fn feature_field(view: &str, feature: &str) -> [u8; 4] {
-    redis_field_hash(view, feature)
 }
 
 /// The hash field holding `view`'s event time.
@@ -194,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn key_and_fields_match_feast() {
+    fn keys_and_ts_fields_match_feast() {
         // feast-behaviour.md §10.1/§10.2 examples.
         let key = redis_key(&v3_key(1001), "demo");
         assert_eq!(
@@ -205,10 +200,6 @@ mod tests {
             ][..]
         );
         assert!(key.ends_with(b"demo"));
-        assert_eq!(
-            feature_field("driver_hourly_stats", "conv_rate"),
-            [0x61, 0x60, 0xe3, 0xda]
-        );
         assert_eq!(ts_field("v"), "_ts:v");
     }
 

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use futures::StreamExt;
+use larder_types::feast::redis_field_hash;
 use redis::Cmd;
 
 pub use self::config::{RedisConfig, RedisNode, RedisTopology};
 use self::conn::Connector;
 use self::layout::{UPSERT_SCRIPT, belongs_to_project, decode_ts, encode_ts, glob_escape};
-pub use self::layout::{feature_field, redis_key, ts_field};
+pub use self::layout::{redis_key, ts_field};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
@@ -80,24 +81,27 @@ impl RedisOnlineStore {
         cmd.arg(config.key_ttl.map_or(0, |t| t.as_secs().max(1)))
             .arg(if config.skip_dedup { "0" } else { "1" })
             .arg(ts_field);
+        // This row's cells by feature, read once: the script wants the present ones as
+        // HSET pairs and the absent ones as fields to delete.
+        let mut cells: Vec<Option<&[u8]>> = Vec::with_capacity(fields.len());
         for &row in rows {
+            cells.clear();
+            cells.extend((0..fields.len()).map(|f| batch.value(f, row)));
+            let present = cells.iter().filter(|c| c.is_some()).count();
             let (ts, seconds, nanos) = encode_ts(batch.event_ts(row));
-            let present = (0..fields.len())
-                .filter(|&f| batch.value(f, row).is_some())
-                .count();
             cmd.arg(seconds)
                 .arg(nanos)
                 .arg(2 + 2 * present)
                 .arg(fields.len() - present)
                 .arg(ts_field)
                 .arg(ts);
-            for (f, field) in fields.iter().enumerate() {
-                if let Some(value) = batch.value(f, row) {
-                    cmd.arg(&field[..]).arg(value);
+            for (field, cell) in fields.iter().zip(&cells) {
+                if let Some(value) = cell {
+                    cmd.arg(&field[..]).arg(*value);
                 }
             }
-            for (f, field) in fields.iter().enumerate() {
-                if batch.value(f, row).is_none() {
+            for (field, cell) in fields.iter().zip(&cells) {
+                if cell.is_none() {
                     cmd.arg(&field[..]);
                 }
             }
@@ -118,7 +122,7 @@ impl RedisOnlineStore {
             table
                 .features
                 .iter()
-                .map(|f| feature_field(&table.view, f).to_vec()),
+                .map(|f| redis_field_hash(&table.view, f).to_vec()),
         );
         let pattern = format!("*{}", glob_escape(&table.project));
         let conn = self.conn.clone();
@@ -165,7 +169,7 @@ impl OnlineStore for RedisOnlineStore {
         let fields: Vec<[u8; 4]> = table
             .features
             .iter()
-            .map(|f| feature_field(&table.view, f))
+            .map(|f| redis_field_hash(&table.view, f))
             .collect();
         let ts_field = ts_field(&table.view);
         let rows_per_script = match self.config().topology {
@@ -227,7 +231,7 @@ impl OnlineStore for RedisOnlineStore {
             let fields: Vec<[u8; 4]> = slots
                 .names()
                 .iter()
-                .map(|f| feature_field(&request.table.view, f))
+                .map(|f| redis_field_hash(&request.table.view, f))
                 .collect();
             let ts = ts_field(&request.table.view);
             let first_command = commands;

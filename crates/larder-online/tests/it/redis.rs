@@ -8,10 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use larder_online::{
-    OnlineError, OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, feature_field,
-    redis_key, ts_field,
+    OnlineError, OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, redis_key, ts_field,
 };
-use larder_types::feast::Value;
+use larder_types::feast::{Value, redis_field_hash};
 
 use crate::conformance::{Fixture, key, read, ts, value, view, write};
 
@@ -32,7 +31,7 @@ fn standalone_address() -> (String, u16) {
     (host.to_owned(), port)
 }
 
-/// `None` (the case does not run) when `LARDER_TEST_REDIS_URL` is unset.
+/// Whether `LARDER_TEST_REDIS_URL` names a server; says once per case when it does not.
 fn configured() -> bool {
     if std::env::var_os(URL_VAR).is_none() {
         eprintln!("not run: set {URL_VAR} to run the Redis cases");
@@ -234,14 +233,19 @@ online_store_conformance!(sentinel_conformance, crate::redis::sentinel_fixture);
 
 // ----- Feast's bytes -----
 
-/// The raw hash of `key` in `project`, read with redis-cli-free plain commands.
-async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A plain client connection to the test server, to read and write bytes around the store.
+async fn raw_connection() -> redis::aio::MultiplexedConnection {
     let (host, port) = standalone_address();
-    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
-    let mut conn = client
+    redis::Client::open(format!("redis://{host}:{port}"))
+        .expect("client")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect");
+        .expect("connect")
+}
+
+/// The raw hash of `key` in `project`.
+async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut conn = raw_connection().await;
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
         .arg(redis_key(key, project))
         .query_async(&mut conn)
@@ -253,9 +257,6 @@ async fn hash(project: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[tokio::test]
 async fn stores_feasts_layout() {
-    if !configured() {
-        return;
-    }
     let Some(fixture) = fixture().await else {
         return;
     };
@@ -269,7 +270,7 @@ async fn stores_feasts_layout() {
     )
     .await;
     let fields = hash(&t.project, &key(1001)).await;
-    let conv = feature_field("driver_hourly_stats", "conv_rate").to_vec();
+    let conv = redis_field_hash("driver_hourly_stats", "conv_rate").to_vec();
     let ts_name = ts_field("driver_hourly_stats").into_bytes();
     // `trips` was not in the row: no field for it (Feast writes an empty Value there; both
     // read back as "no value").
@@ -300,25 +301,17 @@ async fn stores_feasts_layout() {
 
 #[tokio::test]
 async fn reads_what_feast_wrote_and_keeps_its_newer_rows() {
-    if !configured() {
-        return;
-    }
     let Some(fixture) = fixture().await else {
         return;
     };
     let store = fixture.store;
     let t = view("feast_written", &["f"]);
     // A hash as Feast's Python SDK writes it.
-    let (host, port) = standalone_address();
-    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = raw_connection().await;
     let newer = 2_000_000_000_000_000i64;
     let _: () = redis::cmd("HSET")
         .arg(redis_key(&key(5), &t.project))
-        .arg(&feature_field("feast_written", "f")[..])
+        .arg(&redis_field_hash("feast_written", "f")[..])
         .arg(Value::int64(42).to_bytes())
         .arg(ts_field("feast_written"))
         .arg(larder_types::feast::ProtoTimestamp::from_micros(newer).to_bytes())
@@ -343,9 +336,6 @@ async fn reads_what_feast_wrote_and_keeps_its_newer_rows() {
 
 #[tokio::test]
 async fn pre_1970_event_times_compare_correctly() {
-    if !configured() {
-        return;
-    }
     let Some(fixture) = fixture().await else {
         return;
     };
@@ -384,9 +374,6 @@ async fn pre_1970_event_times_compare_correctly() {
 
 #[tokio::test]
 async fn deleting_a_view_keeps_other_views_and_projects() {
-    if !configured() {
-        return;
-    }
     let Some(fixture) = fixture().await else {
         return;
     };
@@ -427,12 +414,7 @@ async fn key_ttl_expires_hashes() {
     let store = RedisOnlineStore::new(config);
     let t = view("ttl", &["f"]);
     write(&store, &t, &[(1, 10, vec![Some(Value::int64(1))])]).await;
-    let (host, port) = standalone_address();
-    let client = redis::Client::open(format!("redis://{host}:{port}")).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = raw_connection().await;
     let ttl: i64 = redis::cmd("TTL")
         .arg(redis_key(&key(1), &t.project))
         .query_async(&mut conn)
