@@ -425,32 +425,12 @@ const CHILD_INCREMENTS: u64 = 15;
 fn separate_processes_share_a_sqlite_registry() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite:///{}", dir.path().join("new/registry.db").display());
-    let exe = std::env::current_exe().expect("test binary path");
-    let name = "sql_store::sqlite_child_process_increments";
-    let mut children: Vec<_> = (0..2)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args([name, "--exact", "--ignored", "--test-threads=1"])
-                .env(CHILD_ENV, &url)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn child test process")
-        })
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    for child in &mut children {
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for child") {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("child process did not finish in time");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "child failed: {status}");
-    }
+    crate::store_conformance::run_child_tests(
+        "sql_store::sqlite_child_process_increments",
+        CHILD_ENV,
+        std::ffi::OsStr::new(&url),
+        2,
+    );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let blob = runtime
         .block_on(

@@ -371,6 +371,36 @@ pub(crate) fn parse_counter(bytes: &[u8]) -> u64 {
         .unwrap_or_else(|| panic!("not a counter: {bytes:?}"))
 }
 
+/// Runs the ignored test `name` of this binary in `count` child processes at once, with
+/// `env` set to `value`, and waits (at most 120 s) for all of them to succeed.
+pub fn run_child_tests(name: &str, env: &str, value: &std::ffi::OsStr, count: usize) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut children: Vec<_> = (0..count)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([name, "--exact", "--ignored", "--test-threads=1"])
+                .env(env, value)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn child test process")
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for child in &mut children {
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for child") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("child process did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "child failed: {status}");
+    }
+}
+
 mod local_file_backend {
     //! Tests of what only the local file backend does: directories, temp and lock files.
 
@@ -524,32 +554,12 @@ mod local_file_backend {
     fn separate_processes_lose_no_update() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("registry.json");
-        let exe = std::env::current_exe().expect("test binary path");
-        let name = "store_conformance::local_file_backend::child_process_increments";
-        let mut children: Vec<_> = (0..2)
-            .map(|_| {
-                std::process::Command::new(&exe)
-                    .args([name, "--exact", "--ignored", "--test-threads=1"])
-                    .env(CHILD_ENV, &path)
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .expect("spawn child test process")
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        for child in &mut children {
-            let status = loop {
-                if let Some(status) = child.try_wait().expect("wait for child") {
-                    break status;
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("child process did not finish in time");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            assert!(status.success(), "child failed: {status}");
-        }
+        super::run_child_tests(
+            "store_conformance::local_file_backend::child_process_increments",
+            CHILD_ENV,
+            path.as_os_str(),
+            2,
+        );
         let bytes = fs::read(&path).expect("read counter");
         assert_eq!(parse_counter(&bytes), 2 * CHILD_INCREMENTS);
     }
