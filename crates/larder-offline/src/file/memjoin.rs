@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array, new_null_array};
-use arrow::compute::{concat, take};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -23,8 +23,7 @@ use futures::TryStreamExt;
 
 use crate::asof::timestamps_ns;
 
-/// No match.
-const NONE: u64 = u64::MAX;
+use super::rowstore::{self, NONE, RowStore};
 
 /// One view's side of the join, read into memory.
 pub(crate) struct ViewInput {
@@ -210,6 +209,67 @@ fn match_view(
     Ok(matches)
 }
 
+/// How one view's features are gathered into the output.
+struct ViewValues {
+    /// The fixed-width features, row by row, and their positions among the view's features.
+    rows: Option<(RowStore, Vec<usize>)>,
+    /// Every other feature as one array over all of the view's rows, with its position.
+    arrays: Vec<(usize, ArrayRef)>,
+    feature_count: usize,
+}
+
+impl ViewValues {
+    fn build(view: &ViewInput) -> Result<Self> {
+        let first_feature = 2 + usize::from(view.has_created);
+        let (fixed, other): (Vec<usize>, Vec<usize>) =
+            (0..view.feature_count).partition(|&f| rowstore::fits(view.fields[f].data_type()));
+        let rows = if fixed.is_empty() {
+            None
+        } else {
+            let columns: Vec<usize> = fixed.iter().map(|f| first_feature + f).collect();
+            Some((RowStore::build(&view.batches, &columns)?, fixed))
+        };
+        let arrays = other
+            .into_iter()
+            .map(|f| {
+                rowstore::concat_column(
+                    &view.batches,
+                    first_feature + f,
+                    view.fields[f].data_type(),
+                )
+                .map(|a| (f, a))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            rows,
+            arrays,
+            feature_count: view.feature_count,
+        })
+    }
+
+    /// The feature columns for entity rows whose matches are `matches`, in view order.
+    fn gather(&self, matches: &[u64]) -> Result<Vec<ArrayRef>> {
+        let mut out: Vec<Option<ArrayRef>> = vec![None; self.feature_count];
+        if let Some((store, positions)) = &self.rows {
+            for (array, &f) in store.gather(matches)?.into_iter().zip(positions) {
+                out[f] = Some(array);
+            }
+        }
+        if !self.arrays.is_empty() {
+            let positions: UInt64Array =
+                matches.iter().map(|&m| (m != NONE).then_some(m)).collect();
+            for (f, array) in &self.arrays {
+                out[*f] = Some(take(array.as_ref(), &positions, None)?);
+            }
+        }
+        out.into_iter()
+            .map(|a| {
+                a.ok_or_else(|| DataFusionError::Internal("a feature was not gathered".into()))
+            })
+            .collect()
+    }
+}
+
 /// Joins `left` (entity batches in order) with every view and streams the result in order.
 pub(crate) fn join(
     left: Vec<RecordBatch>,
@@ -248,24 +308,9 @@ pub(crate) fn join(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "in-memory join: matched"
         );
-        // Each feature as one array over all of its view's rows, to gather from by position.
-        let mut values: Vec<Vec<ArrayRef>> = Vec::with_capacity(views.len());
-        for view in &views {
-            let first_feature = 2 + usize::from(view.has_created);
-            let mut columns = Vec::with_capacity(view.feature_count);
-            for f in 0..view.feature_count {
-                let parts: Vec<&dyn Array> = view
-                    .batches
-                    .iter()
-                    .map(|b| b.column(first_feature + f).as_ref())
-                    .collect();
-                columns.push(match parts.as_slice() {
-                    [] => new_null_array(view.fields[f].data_type(), 0),
-                    _ => concat(&parts)?,
-                });
-            }
-            values.push(columns);
-        }
+        // Fixed-width features are gathered row-wise from a row store, the others with
+        // `take` from one array over all of the view's rows.
+        let values: Vec<ViewValues> = views.iter().map(ViewValues::build).collect::<Result<_>>()?;
         drop(views);
         // Output batches in entity order: `batch_size` rows each, built two at a time.
         let mut chunks: Vec<(usize, RecordBatch)> = Vec::new();
@@ -281,13 +326,7 @@ pub(crate) fn join(
         let build = |(row, part): &(usize, RecordBatch)| -> Result<RecordBatch> {
             let mut columns = part.columns().to_vec();
             for (v, matches) in all_matches.iter().enumerate() {
-                let positions: UInt64Array = matches[*row..*row + part.num_rows()]
-                    .iter()
-                    .map(|&m| (m != NONE).then_some(m))
-                    .collect();
-                for column in &values[v] {
-                    columns.push(take(column.as_ref(), &positions, None)?);
-                }
+                columns.extend(values[v].gather(&matches[*row..*row + part.num_rows()])?);
             }
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         };

@@ -5,6 +5,7 @@ mod append;
 mod entities;
 mod latest;
 mod memjoin;
+mod rowstore;
 pub(crate) mod sources;
 
 use std::num::NonZeroUsize;
