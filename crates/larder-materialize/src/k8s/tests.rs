@@ -539,3 +539,100 @@ fn servers_parse() {
             .contains("unclosed")
     );
 }
+
+/// An HTTPS server with the test certificate (for `localhost`/`127.0.0.1`, signed by the
+/// fixtures' CA) answering `{"ok": true}` to any request.
+async fn tls_server() -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = std::fs::read(format!("{FIXTURES}/server.pem")).unwrap();
+    let key = std::fs::read(format!("{FIXTURES}/server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_slice(&key).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(hyper::body::Bytes::from_static(
+                            b"{\"ok\":true}",
+                        )),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_servers_are_verified_against_the_configured_authority() {
+    let port = tls_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(format!("{FIXTURES}/ca.pem"), dir.path().join("ca.pem")).unwrap();
+    let get = |cluster: String| {
+        let path = write(
+            dir.path(),
+            "config",
+            &format!(
+                "current-context: c\nclusters:\n- name: k\n  cluster: {{{cluster}}}\ncontexts:\n- name: c\n  context: {{cluster: k}}\n"
+            ),
+        );
+        let client = KubeClient::new(from_kubeconfig_files(&[path]).unwrap());
+        async move {
+            client
+                .json(client::Call {
+                    method: Method::GET,
+                    path: "/version".into(),
+                    body: None,
+                    action: "get the version",
+                })
+                .await
+        }
+    };
+    let server = format!("server: 'https://localhost:{port}'");
+    let ok = get(format!("{server}, certificate-authority: ca.pem"))
+        .await
+        .expect("verified against the CA");
+    assert_eq!(ok, json!({"ok": true}));
+    let ok = get(format!("{server}, insecure-skip-tls-verify: true"))
+        .await
+        .expect("not verified");
+    assert_eq!(ok, json!({"ok": true}));
+    let err = get(server.clone())
+        .await
+        .expect_err("the test CA is not a system root")
+        .to_string();
+    assert!(
+        err.contains(&format!("cannot reach the Kubernetes API at https://localhost:{port} for get the version: TLS handshake failed")),
+        "{err}"
+    );
+    let err = get(format!(
+        "{server}, certificate-authority: ca.pem, tls-server-name: other.example"
+    ))
+    .await
+    .expect_err("the certificate does not name other.example")
+    .to_string();
+    assert!(err.contains("TLS handshake failed"), "{err}");
+}
