@@ -8,7 +8,8 @@
 //! context's cluster `server` (`https://`, or `http://` for `kubectl proxy`),
 //! `certificate-authority(-data)`, `insecure-skip-tls-verify`, `tls-server-name`; the user's
 //! `token`, `tokenFile`, `client-certificate(-data)` + `client-key(-data)`, and
-//! `username`/`password`. `exec` and `auth-provider` plugins are refused with a clear error.
+//! `username`/`password`, and `exec` credential plugins (run when the cached token nears its
+//! expiry). `auth-provider` plugins are refused with a clear error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,13 +65,75 @@ pub(crate) struct Endpoint {
     pub base_path: String,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) enum Auth {
     None,
     Token(String),
     /// Read at each request: projected service account tokens are rotated.
     TokenFile(PathBuf),
     Basic(String),
+    /// A `client.authentication.k8s.io` exec plugin (`aws eks get-token`,
+    /// `gke-gcloud-auth-plugin`, `kubelogin`): run when no unexpired token is cached.
+    Exec(Arc<ExecPlugin>),
+}
+
+/// An exec credential plugin and its last token.
+pub(crate) struct ExecPlugin {
+    command: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    api_version: String,
+    /// The token and when it expires (`None`: never).
+    cached: std::sync::Mutex<Option<(String, Option<chrono::DateTime<chrono::Utc>>)>>,
+}
+
+/// Tokens are renewed this long before they expire.
+const EXEC_TOKEN_MARGIN_SECONDS: i64 = 60;
+
+impl ExecPlugin {
+    fn token(&self) -> Result<String, String> {
+        let now = chrono::Utc::now();
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, expiry)) = cached.as_ref()
+            && expiry.is_none_or(|t| t - chrono::Duration::seconds(EXEC_TOKEN_MARGIN_SECONDS) > now)
+        {
+            return Ok(token.clone());
+        }
+        let shown = self.command.display();
+        let info = serde_json::json!({
+            "apiVersion": self.api_version,
+            "kind": "ExecCredential",
+            "spec": {"interactive": false},
+        });
+        let output = std::process::Command::new(&self.command)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("KUBERNETES_EXEC_INFO", info.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run the exec credential plugin `{shown}`: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "the exec credential plugin `{shown}` failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let credential: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| {
+                format!("the exec credential plugin `{shown}` printed no ExecCredential JSON: {e}")
+            })?;
+        let status = &credential["status"];
+        let token = status["token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| {
+            format!("the exec credential plugin `{shown}` gave no `status.token` (client certificates from plugins are not supported)")
+        })?;
+        let expiry = status["expirationTimestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        *cached = Some((token.to_owned(), expiry));
+        Ok(token.to_owned())
+    }
 }
 
 impl Auth {
@@ -80,6 +143,7 @@ impl Auth {
             Auth::Token(_) => "token",
             Auth::TokenFile(_) => "token file",
             Auth::Basic(_) => "basic",
+            Auth::Exec(_) => "exec plugin",
         }
     }
 
@@ -92,6 +156,7 @@ impl Auth {
                 .map(|t| Some(format!("Bearer {}", t.trim())))
                 .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
             Auth::Basic(encoded) => Ok(Some(format!("Basic {encoded}"))),
+            Auth::Exec(plugin) => plugin.token().map(|t| Some(format!("Bearer {t}"))),
         }
     }
 }
@@ -327,11 +392,6 @@ fn resolve(merged: Merged, source: &str) -> Result<ClusterAccess, String> {
         _ => (User::default(), PathBuf::new()),
     };
     let user_name = context.user.clone().unwrap_or_default();
-    if user.exec.is_some() {
-        return Err(format!(
-            "user `{user_name}` gets its credentials from an `exec` plugin, which Larder does not run; use a kubeconfig with a token or client certificate (such as one for a service account), or run the materialization inside the cluster"
-        ));
-    }
     if user.auth_provider.is_some() {
         return Err(format!(
             "user `{user_name}` uses an `auth-provider` plugin, which Larder does not support; use a token or client certificate"
@@ -375,7 +435,12 @@ fn resolve(merged: Merged, source: &str) -> Result<ClusterAccess, String> {
             ));
         }
     };
-    let auth = if let Some(token) = user.token.filter(|t| !t.is_empty()) {
+    let auth = if let Some(exec) = &user.exec {
+        Auth::Exec(Arc::new(
+            exec_plugin(exec, &user_dir)
+                .map_err(|message| format!("user `{user_name}`: {message}"))?,
+        ))
+    } else if let Some(token) = user.token.filter(|t| !t.is_empty()) {
         Auth::Token(token)
     } else if let Some(file) = user.token_file.filter(|t| !t.is_empty()) {
         Auth::TokenFile(user_dir.join(file))
@@ -409,6 +474,52 @@ fn resolve(merged: Merged, source: &str) -> Result<ClusterAccess, String> {
         auth,
         source: source.to_owned(),
         namespace: context.namespace.clone(),
+    })
+}
+
+/// A user's `exec` block: `command` (a relative path with a `/` resolves against the
+/// kubeconfig's folder, as kubectl does), `args`, `env`, `apiVersion`.
+fn exec_plugin(exec: &serde_json::Value, dir: &Path) -> Result<ExecPlugin, String> {
+    let command = exec["command"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .ok_or("its `exec` block has no `command`")?;
+    let command = if command.contains('/') && Path::new(command).is_relative() {
+        dir.join(command)
+    } else {
+        PathBuf::from(command)
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let env = exec["env"]
+        .as_array()
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|v| {
+                    Some((
+                        v["name"].as_str()?.to_owned(),
+                        v["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ExecPlugin {
+        command,
+        args: strings(&exec["args"]),
+        env,
+        api_version: exec["apiVersion"]
+            .as_str()
+            .unwrap_or("client.authentication.k8s.io/v1")
+            .to_owned(),
+        cached: std::sync::Mutex::new(None),
     })
 }
 

@@ -95,7 +95,12 @@ impl KubeClient {
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let request = self.request(call)?;
+        // Reading a token file or running an exec plugin blocks.
+        let auth = self.access.auth.clone();
+        let authorization = tokio::task::spawn_blocking(move || auth.header())
+            .await
+            .map_err(|e| format!("getting the credentials failed: {e}"))??;
+        let request = self.request(call, authorization)?;
         match &self.access.tls {
             Some(config) => {
                 let name = ServerName::try_from(endpoint.tls_name.clone()).map_err(|e| {
@@ -111,7 +116,11 @@ impl KubeClient {
         }
     }
 
-    fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, String> {
+    fn request(
+        &self,
+        call: &Call<'_>,
+        authorization: Option<String>,
+    ) -> Result<Request<Full<Bytes>>, String> {
         let endpoint = &self.access.endpoint;
         let host = if endpoint.host.contains(':') {
             format!("[{}]:{}", endpoint.host, endpoint.port)
@@ -127,7 +136,7 @@ impl KubeClient {
                 header::USER_AGENT,
                 concat!("larder/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(auth) = self.access.auth.header()? {
+        if let Some(auth) = authorization {
             builder = builder.header(header::AUTHORIZATION, auth);
         }
         let body = match &call.body {

@@ -400,8 +400,8 @@ fn unusable_kubeconfigs_are_clear_errors() {
             "the cluster server `ftp://h` is not an http:// or https:// URL",
         ),
         (
-            "current-context: x\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user:\n    exec: {command: aws, args: [eks, get-token]}\n",
-            "user `u` gets its credentials from an `exec` plugin, which Larder does not run",
+            "current-context: x\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user:\n    exec: {args: [eks, get-token]}\n",
+            "user `u`: its `exec` block has no `command`",
         ),
         (
             "current-context: x\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority-data: '!!notbase64'}\ncontexts:\n- name: x\n  context: {cluster: c}\n",
@@ -635,4 +635,58 @@ async fn https_servers_are_verified_against_the_configured_authority() {
     .expect_err("the certificate does not name other.example")
     .to_string();
     assert!(err.contains("TLS handshake failed"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn exec_plugins_give_tokens_cached_until_they_expire() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    // Prints an ExecCredential; its expiry comes from the plugin's `env`.
+    let script = write(
+        dir.path(),
+        "plugin.sh",
+        &format!(
+            "#!/bin/sh\necho run >> {}\ncase \"$KUBERNETES_EXEC_INFO\" in *ExecCredential*) ;; *) exit 3 ;; esac\n[ \"$1\" = fail ] && {{ echo 'token expired, log in again' >&2; exit 1; }}\nprintf '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"%s\",\"expirationTimestamp\":\"%s\"}}}}' \"$1\" \"$EXPIRY\"\n",
+            runs.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let access = |token: &str, expiry: &str| {
+        let path = write(
+            dir.path(),
+            "config",
+            &format!(
+                "current-context: x\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:1'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./plugin.sh\n      args: [{token}]\n      env: [{{name: EXPIRY, value: '{expiry}'}}]\n"
+            ),
+        );
+        from_kubeconfig_files(&[path]).unwrap()
+    };
+    let count = || std::fs::read_to_string(&runs).map_or(0, |r| r.lines().count());
+
+    let fresh = access("fresh", "2999-01-01T00:00:00Z");
+    assert_eq!(
+        fresh.auth.header().unwrap().as_deref(),
+        Some("Bearer fresh")
+    );
+    assert_eq!(
+        fresh.auth.header().unwrap().as_deref(),
+        Some("Bearer fresh")
+    );
+    assert_eq!(count(), 1, "cached until it expires");
+
+    let stale = access("stale", "2000-01-01T00:00:00Z");
+    stale.auth.header().unwrap();
+    stale.auth.header().unwrap();
+    assert_eq!(count(), 3, "an expired token is renewed");
+
+    let err = access("fail", "2999-01-01T00:00:00Z")
+        .auth
+        .header()
+        .unwrap_err();
+    assert!(
+        err.contains("plugin.sh` failed (exit status: 1): token expired, log in again"),
+        "{err}"
+    );
 }
