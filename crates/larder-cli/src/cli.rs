@@ -220,8 +220,18 @@ pub struct MaterializeRangeArgs {
     /// Last event time loaded (inclusive).
     #[arg(value_parser = crate::materialize::parse_time)]
     pub end: DateTime<Utc>,
+    /// Worker mode: write only the entity keys of shard INDEX of COUNT (`0/4` to `3/4`
+    /// together write everything), in this process whatever `batch_engine` says, and
+    /// record nothing in the registry. What the Kubernetes engine's pods run.
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = parse_shard)]
+    pub shard: Option<larder::materialize_engine::Shard>,
     #[command(flatten)]
     pub options: MaterializeArgs,
+}
+
+fn parse_shard(text: &str) -> Result<larder::materialize_engine::Shard, String> {
+    text.parse()
+        .map_err(|e: larder::materialize_engine::ShardError| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -189,12 +189,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 start: args.start,
                 end: args.end,
             };
-            materialize::run(&store, window, &args.options).await
+            materialize::run(&store, window, &args.options, args.shard).await
         }
         Command::MaterializeIncremental(args) => {
             let store = larder::FeatureStore::open(&open)?;
             let window = larder::Window::Incremental { end: args.end };
-            materialize::run(&store, window, &args.options).await
+            materialize::run(&store, window, &args.options, None).await
         }
         Command::GetHistoricalFeatures(args) => historical(open, args).await,
         Command::GetOnlineFeatures(args) => online::run(open, args).await,

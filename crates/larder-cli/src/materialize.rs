@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use larder::materialize_engine::{Phase, ViewProgress};
+use larder::config::BatchEngineConfig;
+use larder::materialize_engine::{Phase, Shard, ViewProgress, ViewReport};
 use larder::{FeatureStore, MaterializeOptions, Window};
 use tokio::sync::oneshot;
 
@@ -44,7 +45,12 @@ fn show(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-pub async fn run(store: &FeatureStore, window: Window, args: &MaterializeArgs) -> Result<ExitCode> {
+pub async fn run(
+    store: &FeatureStore,
+    window: Window,
+    args: &MaterializeArgs,
+    shard: Option<Shard>,
+) -> Result<ExitCode> {
     let memory_limit = args
         .memory_limit
         .as_deref()
@@ -57,6 +63,7 @@ pub async fn run(store: &FeatureStore, window: Window, args: &MaterializeArgs) -
                 views: (!args.views.is_empty()).then(|| args.views.clone()),
                 memory_limit,
                 parallelism: args.parallelism,
+                shard,
             },
         )
         .await?;
@@ -65,16 +72,21 @@ pub async fn run(store: &FeatureStore, window: Window, args: &MaterializeArgs) -
         .online_store
         .as_ref()
         .map_or("online", |s| s.type_name());
+    let how = match (shard, &store.config().batch_engine) {
+        (Some(shard), _) => format!(" (shard {shard}: its entity keys only)"),
+        (None, BatchEngineConfig::K8s(_)) => " with Kubernetes Jobs".to_owned(),
+        (None, BatchEngineConfig::Local) => String::new(),
+    };
     match window {
         Window::Range { start, end } => print(format_args!(
-            "Materializing {} feature views from {} to {} into the {store_kind} online store.",
+            "Materializing {} feature views from {} to {} into the {store_kind} online store{how}.",
             plan.views.len(),
             show(start),
             show(end),
         ))?,
         Window::Incremental { end } => {
             print(format_args!(
-                "Materializing {} feature views to {} into the {store_kind} online store.",
+                "Materializing {} feature views to {} into the {store_kind} online store{how}.",
                 plan.views.len(),
                 show(end),
             ))?;
@@ -108,8 +120,16 @@ pub async fn run(store: &FeatureStore, window: Window, args: &MaterializeArgs) -
     reporter.stop().await;
     let report = report?;
     let mut failed = 0;
+    let mut submitted = 0;
     for (view, result) in &report.views {
         match result {
+            Ok(ViewReport {
+                submitted: Some(what),
+                ..
+            }) => {
+                submitted += 1;
+                print(format_args!("{}: submitted as {what}", view.view.name))?;
+            }
             Ok(done) => print(format_args!(
                 "{}: {} source rows read, {} entity keys written in {:.2}s",
                 done.view,
@@ -131,6 +151,16 @@ pub async fn run(store: &FeatureStore, window: Window, args: &MaterializeArgs) -
             report.views.len()
         );
         return Ok(ExitCode::FAILURE);
+    }
+    if submitted > 0 {
+        print(format_args!(
+            "Submitted {submitted} Kubernetes Jobs without waiting (`synchronous: false`): their windows are not recorded in the registry; follow them with `kubectl get jobs -l larder.dev/project={}`.",
+            store.project()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if shard.is_some() {
+        print("The window is not recorded (a shard's run; the run that started it records it).")?;
     }
     print(format_args!(
         "Done in {:.2}s.",

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod k8s;
 mod pg_offline;
 
 const END_TIME: &str = "2025-06-01T00:00:00Z";

@@ -59,7 +59,7 @@ mod secret;
 mod stores;
 
 pub use error::{ConfigError, Issue, SubstitutionError, YAML_BASE64_VAR};
-pub use load::{CONFIG_FILE_NAME, Env, LoadOptions, load, parse_str, process_env};
+pub use load::{CONFIG_FILE_NAME, Env, LoadOptions, load, parse_str, process_env, read_source};
 pub use model::{
     AuthConfig, CacheMode, EntityKeySerializationVersion, FeatureLoggingConfig,
     FeatureServerConfig, MaterializationConfig, MetricsConfig, ProjectName, ProjectNameError,

@@ -64,6 +64,18 @@ pub fn load(opts: &LoadOptions, env: Env<'_>) -> Result<RepoConfig, ConfigError>
     parse_str(&text, &file.display().to_string(), &repo_dir, env)
 }
 
+/// The text of a loaded config as written, before environment substitution, read again
+/// from [`RepoConfig::config_source`] (a file, or [`YAML_BASE64_VAR`] in `env`): what a
+/// process elsewhere (a Kubernetes materialization pod) loads with its own environment.
+pub fn read_source(config: &RepoConfig, env: Env<'_>) -> Result<String, ConfigError> {
+    if config.config_source == YAML_BASE64_VAR {
+        let encoded = env(YAML_BASE64_VAR).unwrap_or_default();
+        return decode_base64(&encoded);
+    }
+    let text = read_file(Path::new(&config.config_source))?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned())
+}
+
 /// Parses config text: substitutes environment variables, parses YAML, validates.
 ///
 /// `source_name` prefixes every message (`feature_store.yaml:5: ...`) and becomes

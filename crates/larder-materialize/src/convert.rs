@@ -149,6 +149,7 @@ impl WriteBatchEncoder {
                     .map(|a| Arc::new(a) as ArrayRef)
                     .ok_or_else(|| "more than 2 GiB of entity keys in one batch".to_owned())
             }),
+            keep: None,
         }
     }
 

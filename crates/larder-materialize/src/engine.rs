@@ -14,6 +14,7 @@ use larder_types::feast::KeyVersion;
 use crate::convert::WriteBatchEncoder;
 use crate::error::MaterializeError;
 use crate::progress::{Phase, ViewProgress};
+use crate::shard::Shard;
 use crate::{MaterializationEngine, MaterializeTask, ViewReport};
 
 /// How the in-process engine runs.
@@ -28,6 +29,10 @@ pub struct EngineOptions {
     pub write_batch_size: Option<usize>,
     /// Entity key format written (the config's `entity_key_serialization_version`).
     pub key_version: KeyVersion,
+    /// Write only this shard's entity keys (`larder materialize --shard i/N`, a worker of
+    /// the Kubernetes engine). The offline store drops the other keys' rows before it
+    /// deduplicates (see [`Shard`]).
+    pub shard: Option<Shard>,
 }
 
 impl Default for EngineOptions {
@@ -36,6 +41,7 @@ impl Default for EngineOptions {
             memory_limit: Some(DEFAULT_MEMORY_LIMIT),
             write_batch_size: None,
             key_version: KeyVersion::V3,
+            shard: None,
         }
     }
 }
@@ -102,6 +108,8 @@ impl InProcessEngine {
             view: view_name.clone(),
             source,
         };
+        let mut derived_key = encoder.derived_key();
+        derived_key.keep = self.options.shard.map(Shard::key_filter);
         progress.set_phase(Phase::Reading);
         let latest = self
             .offline
@@ -111,7 +119,7 @@ impl InProcessEngine {
                 start: task.start,
                 end: task.end,
                 memory_limit: self.options.memory_limit,
-                derived_key: Some(encoder.derived_key()),
+                derived_key: Some(derived_key),
             })
             .await
             .map_err(offline_error)?;
@@ -164,6 +172,7 @@ impl InProcessEngine {
             view: view_name,
             rows_read: progress.rows_read(),
             rows_written: written,
+            submitted: None,
         })
     }
 }

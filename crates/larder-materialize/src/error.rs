@@ -4,6 +4,8 @@ use larder_offline::OfflineError;
 use larder_online::OnlineError;
 use larder_types::feast::FormatError;
 
+use crate::k8s::K8sError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
     #[error("feature view `{view}`: reading the offline store failed: {source}")]
@@ -27,6 +29,13 @@ pub enum MaterializeError {
     },
     #[error("feature view `{view}`: {message}")]
     Invalid { view: String, message: String },
+    #[error("feature view `{view}`: {source}")]
+    Kubernetes {
+        view: String,
+        /// Boxed: its failed pods' logs would make every `Result` of this type large.
+        #[source]
+        source: Box<K8sError>,
+    },
 }
 
 impl MaterializeError {
@@ -36,7 +45,8 @@ impl MaterializeError {
             MaterializeError::Offline { view, .. }
             | MaterializeError::Online { view, .. }
             | MaterializeError::Encode { view, .. }
-            | MaterializeError::Invalid { view, .. } => view,
+            | MaterializeError::Invalid { view, .. }
+            | MaterializeError::Kubernetes { view, .. } => view,
         }
     }
 }

@@ -8,11 +8,17 @@
 //! registry: the caller records the window only after [`MaterializationEngine::materialize`]
 //! returns `Ok`, so a failed or interrupted run leaves the registry as it was, and
 //! rerunning it is safe (newest-wins writes are idempotent).
+//!
+//! The [`K8sEngine`] (`batch_engine: {type: k8s}`) runs each task as a Kubernetes Indexed
+//! Job whose pods each run `larder materialize --shard i/N`: the in-process engine
+//! restricted to one [`Shard`] of the entity keys (see [`k8s`]).
 
 pub mod convert;
 mod engine;
 mod error;
+pub mod k8s;
 mod progress;
+mod shard;
 
 use std::sync::Arc;
 
@@ -22,7 +28,9 @@ use larder_spec::{Definitions, FeatureView};
 
 pub use engine::{EngineOptions, InProcessEngine};
 pub use error::MaterializeError;
+pub use k8s::{K8sEngine, K8sError};
 pub use progress::{Phase, ViewProgress};
+pub use shard::{Shard, ShardError};
 
 /// One view to materialize over one window.
 #[derive(Clone, Debug)]
@@ -45,9 +53,14 @@ pub struct ViewReport {
     pub rows_read: u64,
     /// Entity keys written (one row per key).
     pub rows_written: u64,
+    /// Set when the engine only submitted the work and returned before it was done (the
+    /// Kubernetes engine with `synchronous: false`), naming what it submitted. The window
+    /// must then not be recorded: the data may never be written.
+    pub submitted: Option<String>,
 }
 
-/// Runs materialization tasks. Engines never write the registry.
+/// Runs materialization tasks. Engines never write the registry: the caller records a
+/// task's window when `materialize` returns `Ok` with [`ViewReport::submitted`] unset.
 #[async_trait]
 pub trait MaterializationEngine: Send + Sync + std::fmt::Debug {
     /// Writes, per entity key of `task.view`, the latest row in the task's window to the

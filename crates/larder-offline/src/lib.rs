@@ -26,8 +26,9 @@ pub use file::{FileOfflineStore, FileStoreOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::{EntitySelectMode, PostgresOfflineConfig, PostgresOfflineStore};
 pub use store::{
-    AppendReport, DeriveKeyFn, DerivedKey, EntityInput, HistoricalRequest, LATEST_CREATED_TS,
-    LATEST_EVENT_TS, LatestRequest, LatestRows, OfflineCapabilities, OfflineStore,
+    AppendReport, DeriveKeyFn, DerivedKey, EntityInput, HistoricalRequest, KeepKeyFn,
+    LATEST_CREATED_TS, LATEST_EVENT_TS, LatestRequest, LatestRows, OfflineCapabilities,
+    OfflineStore,
 };
 
 /// The stream type retrievals return (DataFusion's, re-exported so callers need not depend on it).

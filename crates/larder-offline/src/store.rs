@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -63,6 +63,9 @@ pub struct LatestRequest {
 /// typed as its entity columns).
 pub type DeriveKeyFn = dyn Fn(&[ArrayRef]) -> Result<ArrayRef, String> + Send + Sync + 'static;
 
+/// Decides from a batch's derived key column which rows to keep (`true`), one value per row.
+pub type KeepKeyFn = dyn Fn(&ArrayRef) -> Result<BooleanArray, String> + Send + Sync + 'static;
+
 /// A key column derived from the join keys: it must be injective (distinct join key tuples
 /// give distinct values) and never null. [`LatestRows`] then carries it as the last column,
 /// named `name`, and a store that can sorts its output by it, ascending: written in that
@@ -73,6 +76,11 @@ pub struct DerivedKey {
     pub name: String,
     pub data_type: DataType,
     pub derive: Arc<DeriveKeyFn>,
+    /// When set, only the rows whose key it keeps are read on: they are dropped as soon as
+    /// the key is computed, before any sort, so a shard of a distributed materialization
+    /// (`larder materialize --shard i/N`) deduplicates its own keys only. As the key is a
+    /// function of the join keys, all rows of a key are kept or dropped together.
+    pub keep: Option<Arc<KeepKeyFn>>,
 }
 
 impl std::fmt::Debug for DerivedKey {
@@ -80,6 +88,7 @@ impl std::fmt::Debug for DerivedKey {
         f.debug_struct("DerivedKey")
             .field("name", &self.name)
             .field("data_type", &self.data_type)
+            .field("keep", &self.keep.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -22,7 +22,8 @@ mod store;
 
 pub use error::Error;
 pub use materialize::{
-    MaterializationPlan, MaterializationReport, MaterializeOptions, PlannedView, Window,
+    K8S_ALLOW_LOCAL_VAR, MaterializationPlan, MaterializationReport, MaterializeOptions,
+    PlannedView, Window,
 };
 pub use online::{
     DictOptions, EntityColumns, FeatureVector, FieldStatus, OnlineFeaturesRequest, OnlinePlan,

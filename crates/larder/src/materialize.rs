@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use larder_config::BatchEngineConfig;
+use larder_config::{BatchEngineConfig, OnlineStoreConfig, RegistryType};
 use larder_materialize::{
-    EngineOptions, InProcessEngine, MaterializationEngine, MaterializeError, MaterializeTask,
-    ViewProgress, ViewReport,
+    EngineOptions, InProcessEngine, K8sEngine, MaterializationEngine, MaterializeError,
+    MaterializeTask, Shard, ViewProgress, ViewReport,
 };
-use larder_spec::{Definitions, FeatureView};
+use larder_spec::{Definitions, FeatureView, SourceKind};
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
@@ -42,7 +42,17 @@ pub struct MaterializeOptions {
     pub memory_limit: Option<usize>,
     /// Views materialized at once (`None`: the number of cores).
     pub parallelism: Option<usize>,
+    /// Worker mode (`larder materialize --shard i/N`, what the Kubernetes engine's pods
+    /// run): only this shard's entity keys are written, in this process whatever
+    /// `batch_engine` says, and nothing is recorded in the registry (the run that started
+    /// the workers records the window once they all succeeded).
+    pub shard: Option<Shard>,
 }
+
+/// Set to `1` or `true` to let `batch_engine: k8s` run with local state (a local registry
+/// file, the SQLite online store, local source files): only for single-node clusters whose
+/// pods mount the same paths, and for tests.
+pub const K8S_ALLOW_LOCAL_VAR: &str = "LARDER_K8S_ALLOW_LOCAL";
 
 /// One view of a planned run.
 #[derive(Clone, Debug)]
@@ -181,7 +191,10 @@ impl FeatureStore {
 
     /// Runs a planned materialization: views in parallel (bounded), each view's window
     /// recorded in the registry right after its data is written. A failed view does not stop
-    /// the others; its window is not recorded. Returns per-view results.
+    /// the others; its window is not recorded. Nothing is recorded in worker mode
+    /// ([`MaterializeOptions::shard`]), nor for a view the engine only submitted
+    /// ([`ViewReport::submitted`], the Kubernetes engine with `synchronous: false`). Returns
+    /// per-view results.
     pub async fn run_materialization(
         &self,
         plan: MaterializationPlan,
@@ -196,7 +209,8 @@ impl FeatureStore {
             })
             .clamp(1, plan.views.len().max(1));
         let total_memory = plan.options.memory_limit.unwrap_or(DEFAULT_RUN_MEMORY);
-        let engine = self.materialization_engine(total_memory / parallelism)?;
+        let shard = plan.options.shard;
+        let engine = self.materialization_engine(total_memory / parallelism, &plan)?;
         let permits = Arc::new(Semaphore::new(parallelism));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, planned) in plan.views.iter().enumerate() {
@@ -220,22 +234,38 @@ impl FeatureStore {
         while let Some(joined) = tasks.join_next().await {
             let (index, result) = joined
                 .map_err(|e| Error::Materialize(format!("a materialization task failed: {e}")))?;
-            if result.is_ok() {
-                let view = &plan.views[index];
-                self.registry()
-                    .record_materialization(
-                        &plan.project,
-                        view.view.name.as_str(),
-                        view.start,
-                        view.end,
-                    )
-                    .await?;
-                tracing::info!(
+            let view = &plan.views[index];
+            match &result {
+                Ok(ViewReport {
+                    submitted: Some(submitted),
+                    ..
+                }) => tracing::warn!(
                     view = view.view.name.as_str(),
-                    start = %view.start,
-                    end = %view.end,
-                    "materialized"
-                );
+                    submitted = submitted.as_str(),
+                    "submitted, not waited for: the window is not recorded"
+                ),
+                Ok(_) if shard.is_some() => tracing::info!(
+                    view = view.view.name.as_str(),
+                    shard = %shard.map(|s| s.to_string()).unwrap_or_default(),
+                    "shard materialized (the coordinating run records the window)"
+                ),
+                Ok(_) => {
+                    self.registry()
+                        .record_materialization(
+                            &plan.project,
+                            view.view.name.as_str(),
+                            view.start,
+                            view.end,
+                        )
+                        .await?;
+                    tracing::info!(
+                        view = view.view.name.as_str(),
+                        start = %view.start,
+                        end = %view.end,
+                        "materialized"
+                    );
+                }
+                Err(_) => {}
             }
             results[index] = Some(result);
         }
@@ -283,16 +313,22 @@ impl FeatureStore {
         ))
     }
 
-    /// The engine named by `batch_engine`, writing to the configured online store.
+    /// The engine named by `batch_engine`, writing to the configured online store; a
+    /// shard (worker mode) always runs in this process.
     fn materialization_engine(
         &self,
         memory_limit: usize,
+        plan: &MaterializationPlan,
     ) -> Result<Arc<dyn MaterializationEngine>, Error> {
-        if let BatchEngineConfig::K8s(_) = &self.config().batch_engine {
-            return Err(Error::Unsupported {
-                what: "`batch_engine: {type: k8s}`".into(),
-                hint: "use `batch_engine: local` (the default) for now".into(),
-            });
+        let shard = plan.options.shard;
+        if let (BatchEngineConfig::K8s(k8s), None) = (&self.config().batch_engine, shard) {
+            self.check_reachable_from_pods(plan)?;
+            let env = larder_config::process_env;
+            let yaml = larder_config::read_source(self.config(), &env)?;
+            let engine = larder_materialize::k8s::discover(&env)
+                .and_then(|access| K8sEngine::new(k8s.clone(), yaml, access))
+                .map_err(|e| Error::Materialize(format!("`batch_engine: k8s`: {e}")))?;
+            return Ok(Arc::new(engine));
         }
         let online = self.online_store()?.ok_or_else(|| self.no_online_store())?;
         let key_version = self.key_version();
@@ -308,9 +344,66 @@ impl FeatureStore {
                 memory_limit: Some(memory_limit),
                 write_batch_size,
                 key_version,
+                shard,
             },
         )))
     }
+
+    /// Refuses a `batch_engine: k8s` run whose pods could not reach the project's state:
+    /// a local registry, the SQLite online store, local source files (unless
+    /// [`K8S_ALLOW_LOCAL_VAR`] is set).
+    fn check_reachable_from_pods(&self, plan: &MaterializationPlan) -> Result<(), Error> {
+        let allowed = std::env::var(K8S_ALLOW_LOCAL_VAR)
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        let config = self.config();
+        let mut local = Vec::new();
+        let registry = config.registry.path.expose();
+        match config.registry.registry_type {
+            RegistryType::File if !is_remote(registry) => {
+                local.push(format!("the registry is a local file (`{registry}`)"));
+            }
+            RegistryType::Sql if registry.starts_with("sqlite:") => {
+                local.push("the registry is a local SQLite database".to_owned());
+            }
+            _ => {}
+        }
+        if let Some(OnlineStoreConfig::Sqlite(_)) = &config.online_store {
+            local.push("the online store is `sqlite`, a local file".to_owned());
+        }
+        for view in &plan.views {
+            let source = plan.definitions.data_sources.get(&view.view.batch_source);
+            if let Some(SourceKind::File(file)) = source.map(|s| &s.kind)
+                && !is_remote(&file.path)
+            {
+                local.push(format!(
+                    "feature view `{}` reads the local file `{}`",
+                    view.view.name, file.path
+                ));
+            }
+        }
+        if local.is_empty() {
+            return Ok(());
+        }
+        if allowed {
+            tracing::warn!(
+                local = local.join("; "),
+                "{K8S_ALLOW_LOCAL_VAR} is set: the pods must see the same paths"
+            );
+            return Ok(());
+        }
+        Err(Error::Materialize(format!(
+            "`batch_engine: k8s` runs in pods, which cannot reach this project's local state: {}; use an object store (s3://, gs://) or a database for it (set {K8S_ALLOW_LOCAL_VAR}=1 only for a single-node cluster whose pods mount the same paths, or tests)",
+            local.join("; ")
+        )))
+    }
+}
+
+/// Whether a path is reachable from another machine: an object store or HTTP URL (not a
+/// local path, `file://` or `memory://`).
+fn is_remote(path: &str) -> bool {
+    path.split_once("://").is_some_and(|(scheme, _)| {
+        !matches!(scheme.to_ascii_lowercase().as_str(), "file" | "memory")
+    })
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a larder_types::ObjectName>) -> String {

@@ -353,3 +353,26 @@ fn bench_copies_match_the_originals_when_present() {
         }
     }
 }
+
+#[test]
+fn the_source_text_is_read_again_unsubstituted() {
+    let yaml = "project: p\nonline_store:\n  type: redis\n  connection_string: ${REDIS_URL:-localhost:6379}\n";
+    let repo = Repo::new(Some(yaml));
+    let vars = test_env();
+    let env = |k: &str| vars.get(k).cloned();
+    let config = load(&LoadOptions::new(repo.path()), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        larder_config::read_source(&config, &env).unwrap_or_else(|e| panic!("{e}")),
+        yaml,
+        "`${{VAR}}` references stay for the reader's own environment"
+    );
+    let mut vars = test_env();
+    vars.insert("FEATURE_STORE_YAML_BASE64".to_owned(), b64(yaml));
+    let env = |k: &str| vars.get(k).cloned();
+    let config = load(&LoadOptions::new(repo.path()), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.config_source, "FEATURE_STORE_YAML_BASE64");
+    assert_eq!(
+        larder_config::read_source(&config, &env).unwrap_or_else(|e| panic!("{e}")),
+        yaml
+    );
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_plan::ExecutionPlan;
@@ -12,7 +13,7 @@ use crate::map::MapBatchesExec;
 use crate::store::DerivedKey;
 
 /// `input` with one more column, last: `derived.derive` of the columns `keys`, checked to
-/// have one non-null value per row.
+/// have one non-null value per row; rows whose key `derived.keep` rejects are dropped.
 pub fn derive_key(
     input: Arc<dyn ExecutionPlan>,
     keys: Vec<usize>,
@@ -60,10 +61,31 @@ pub fn derive_key(
                     batch.num_rows()
                 )));
             }
+            let arrow_error = |e| DataFusionError::ArrowError(Box::new(e), None);
+            let keep = match &derived.keep {
+                Some(keep) => Some(keep(&column).map_err(|message| {
+                    DataFusionError::Execution(format!(
+                        "cannot filter by the key column `{}`: {message}",
+                        derived.name
+                    ))
+                })?),
+                None => None,
+            };
             let mut columns = batch.columns().to_vec();
             columns.push(column);
-            RecordBatch::try_new(out_schema.clone(), columns)
-                .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+            let keyed = RecordBatch::try_new(out_schema.clone(), columns).map_err(arrow_error)?;
+            match keep {
+                Some(keep) if keep.len() != keyed.num_rows() => {
+                    Err(DataFusionError::Internal(format!(
+                        "the key filter of `{}` gave {} values for {} rows",
+                        derived.name,
+                        keep.len(),
+                        keyed.num_rows()
+                    )))
+                }
+                Some(keep) => filter_record_batch(&keyed, &keep).map_err(arrow_error),
+                None => Ok(keyed),
+            }
         }),
     ))
 }
