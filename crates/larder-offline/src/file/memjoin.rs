@@ -227,7 +227,11 @@ impl ViewValues {
             None
         } else {
             let columns: Vec<usize> = fixed.iter().map(|f| first_feature + f).collect();
-            Some((RowStore::build(&view.batches, &columns)?, fixed))
+            let types: Vec<DataType> = fixed
+                .iter()
+                .map(|&f| view.fields[f].data_type().clone())
+                .collect();
+            Some((RowStore::build(&view.batches, &columns, &types)?, fixed))
         };
         let arrays = other
             .into_iter()

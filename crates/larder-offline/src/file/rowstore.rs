@@ -35,16 +35,16 @@ pub(crate) struct RowStore {
 }
 
 impl RowStore {
-    /// Lays out `columns` (indices into every batch) of `batches` row by row.
-    pub(crate) fn build(batches: &[RecordBatch], columns: &[usize]) -> Result<Self> {
+    /// Lays out `columns` (indices into every batch, holding values of `types`) of `batches`
+    /// row by row. The types come from the caller, since there may be no batch to look at.
+    pub(crate) fn build(
+        batches: &[RecordBatch],
+        columns: &[usize],
+        types: &[DataType],
+    ) -> Result<Self> {
         let mut slots = Vec::with_capacity(columns.len());
         let mut offset = 0usize;
-        let schema = batches.first().map(|b| b.schema());
-        for &c in columns {
-            let data_type = schema
-                .as_ref()
-                .map(|s| s.field(c).data_type().clone())
-                .unwrap_or(DataType::Null);
+        for data_type in types {
             let width = data_type.primitive_width().ok_or_else(|| {
                 DataFusionError::Internal(format!(
                     "row store needs fixed-width values, not {data_type}"
@@ -53,7 +53,7 @@ impl RowStore {
             slots.push(Slot {
                 offset,
                 width,
-                data_type,
+                data_type: data_type.clone(),
             });
             offset += width;
         }
@@ -311,7 +311,13 @@ mod tests {
             (without_nulls, vec![2, 0, NONE, 1, 1]),
         ] {
             let columns = [0, 1, 2];
-            let store = RowStore::build(&batches, &columns).unwrap();
+            let schema = batches[0].schema();
+            let types: Vec<DataType> = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            let store = RowStore::build(&batches, &columns, &types).unwrap();
             let got = store.gather(&matches).unwrap();
             let want = expected(&batches, &columns, &matches);
             for (g, w) in got.iter().zip(&want) {
@@ -321,6 +327,15 @@ mod tests {
             let none = store.gather(&[NONE, NONE]).unwrap();
             assert!(none.iter().all(|a| a.len() == 2 && a.null_count() == 2));
         }
+    }
+
+    #[test]
+    fn a_view_without_rows_gathers_nulls() {
+        let store = RowStore::build(&[], &[3, 4], &[DataType::Float32, DataType::Int64]).unwrap();
+        let got = store.gather(&[NONE, NONE, NONE]).unwrap();
+        assert_eq!(got[0].data_type(), &DataType::Float32);
+        assert_eq!(got[1].data_type(), &DataType::Int64);
+        assert!(got.iter().all(|a| a.len() == 3 && a.null_count() == 3));
     }
 
     #[test]
