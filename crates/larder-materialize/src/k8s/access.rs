@@ -497,19 +497,7 @@ fn exec_plugin(exec: &serde_json::Value, dir: &Path) -> Result<ExecPlugin, Strin
             })
             .unwrap_or_default()
     };
-    let env = exec["env"]
-        .as_array()
-        .map(|vars| {
-            vars.iter()
-                .filter_map(|v| {
-                    Some((
-                        v["name"].as_str()?.to_owned(),
-                        v["value"].as_str()?.to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let env = name_value_pairs(&exec["env"]);
     Ok(ExecPlugin {
         command,
         args: strings(&exec["args"]),
@@ -624,4 +612,21 @@ pub(crate) fn tls_config(
         }
         None => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// The `(name, value)` of each `{name, value}` object of a Kubernetes list (an exec
+/// plugin's or a container's `env`); entries without both strings are skipped.
+pub(crate) fn name_value_pairs(list: &serde_json::Value) -> Vec<(String, String)> {
+    list.as_array()
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|v| {
+                    Some((
+                        v["name"].as_str()?.to_owned(),
+                        v["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -397,19 +397,7 @@ fn job_shape(job: &Value) -> Result<JobShape, String> {
         .and_then(Value::as_str)
         .ok_or("no volume mount")?
         .to_owned();
-    let env = container["env"]
-        .as_array()
-        .map(|vars| {
-            vars.iter()
-                .filter_map(|v| {
-                    Some((
-                        v["name"].as_str()?.to_owned(),
-                        v["value"].as_str()?.to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let env = super::access::name_value_pairs(&container["env"]);
     Ok(JobShape {
         completions: number("completions")?,
         parallelism: number("parallelism")?,
