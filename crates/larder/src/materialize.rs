@@ -327,6 +327,7 @@ impl FeatureStore {
             let yaml = larder_config::read_source(self.config(), &env)?;
             let engine = larder_materialize::k8s::discover(&env)
                 .and_then(|access| K8sEngine::new(k8s.clone(), yaml, access))
+                .map(|engine| engine.with_worker_memory_limit(plan.options.memory_limit))
                 .map_err(|e| Error::Materialize(format!("`batch_engine: k8s`: {e}")))?;
             return Ok(Arc::new(engine));
         }

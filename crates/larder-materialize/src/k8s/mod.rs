@@ -79,6 +79,7 @@ pub struct K8sEngine {
     image: String,
     shards: u32,
     poll: PollInterval,
+    worker_memory_limit: Option<usize>,
 }
 
 impl K8sEngine {
@@ -105,7 +106,15 @@ impl K8sEngine {
             shards,
             config,
             poll: PollInterval::default(),
+            worker_memory_limit: None,
         })
+    }
+
+    /// Gives every worker pod `--memory-limit BYTES` (the run's `--memory-limit`: a pod
+    /// materializes one view, so the whole budget is its own).
+    pub fn with_worker_memory_limit(mut self, bytes: Option<usize>) -> K8sEngine {
+        self.worker_memory_limit = bytes;
+        self
     }
 
     pub fn with_poll_interval(mut self, poll: PollInterval) -> K8sEngine {
@@ -172,6 +181,7 @@ impl K8sEngine {
             start: task.start,
             end: task.end,
             shards: self.shards,
+            memory_limit: self.worker_memory_limit,
         };
         let name = plan.name.clone();
         let namespace = self.namespace().to_owned();

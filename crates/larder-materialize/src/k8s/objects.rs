@@ -37,6 +37,9 @@ pub struct JobPlan<'a> {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub shards: u32,
+    /// `--memory-limit` of each worker in bytes (the coordinating run's own limit: a pod
+    /// materializes one view, so its whole budget goes to it); `None`: the worker's default.
+    pub memory_limit: Option<usize>,
 }
 
 impl JobPlan<'_> {
@@ -59,11 +62,12 @@ impl JobPlan<'_> {
     }
 
     /// The worker command: `larder -c /etc/larder materialize START END --views V --shard
-    /// $(JOB_COMPLETION_INDEX)/N --no-progress` (Kubernetes expands `$(VAR)` from the
-    /// container's environment, where the Job controller sets `JOB_COMPLETION_INDEX`).
+    /// $(JOB_COMPLETION_INDEX)/N --no-progress [--memory-limit BYTES]` (Kubernetes expands
+    /// `$(VAR)` from the container's environment, where the Job controller sets
+    /// `JOB_COMPLETION_INDEX`).
     pub fn command(&self) -> Vec<String> {
         let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-        vec![
+        let mut command: Vec<String> = vec![
             "larder".into(),
             "-c".into(),
             CONFIG_DIR.into(),
@@ -75,7 +79,11 @@ impl JobPlan<'_> {
             "--shard".into(),
             format!("$(JOB_COMPLETION_INDEX)/{}", self.shards),
             "--no-progress".into(),
-        ]
+        ];
+        if let Some(bytes) = self.memory_limit {
+            command.extend(["--memory-limit".into(), bytes.to_string()]);
+        }
+        command
     }
 
     pub fn config_map(&self, feature_store_yaml: &str) -> Value {
@@ -215,6 +223,7 @@ mod tests {
             start: "2025-05-01T00:00:00Z".parse().unwrap(),
             end: "2025-06-01T12:30:00.5Z".parse().unwrap(),
             shards: 12,
+            memory_limit: None,
         }
     }
 
@@ -285,6 +294,30 @@ mod tests {
         assert_eq!(
             config_map["metadata"]["labels"][LABEL_RUN],
             "0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn the_run_memory_limit_is_passed_to_every_worker() {
+        let config = K8sEngineConfig::default();
+        let limited = JobPlan {
+            memory_limit: Some(512 << 20),
+            ..plan(&config)
+        };
+        let command = limited.job()["spec"]["template"]["spec"]["containers"][0]["command"].clone();
+        let args: Vec<&str> = command
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[args.len() - 2..], ["--memory-limit", "536870912"]);
+        assert!(
+            !plan(&config)
+                .command()
+                .iter()
+                .any(|a| a == "--memory-limit"),
+            "no flag without a limit"
         );
     }
 
