@@ -5,6 +5,7 @@
 
 mod cli;
 mod init;
+mod malloc;
 mod materialize;
 mod objects;
 mod online;
@@ -33,7 +34,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let batch = matches!(
+        cli.command,
+        Command::Materialize(_) | Command::MaterializeIncremental(_)
+    );
+    if batch {
+        malloc::tune_for_batch();
+    }
     init_logging(&cli.log_level, cli.log_format);
+    if batch {
+        malloc::log_settings();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

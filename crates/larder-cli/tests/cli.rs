@@ -884,6 +884,54 @@ fn online_rows(db: &Path) -> Vec<OnlineRow> {
     rows
 }
 
+/// `materialize` re-executes itself once under Larder's glibc malloc settings, unless the
+/// operator set `GLIBC_TUNABLES` or opted out; the run's debug log says which applied.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn materialize_runs_under_the_batch_malloc_settings() {
+    let (_dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    let run = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_larder"));
+        command
+            .args([
+                "--log-level",
+                "debug",
+                "materialize",
+                "2025-05-20",
+                "2025-05-28",
+                "--no-progress",
+            ])
+            .current_dir(&repo)
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("LARDER_NO_MALLOC_TUNING")
+            .env_remove("LARDER_LOG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let out = command.output().expect("run larder");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let tuned = run(&[]);
+    assert!(
+        tuned.contains("malloc tuned for a batch run")
+            && tuned.contains("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=16777216"),
+        "{tuned}"
+    );
+    let operator = run(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")]);
+    assert!(
+        operator.contains("malloc settings from GLIBC_TUNABLES")
+            && operator.contains("glibc.malloc.arena_max=4"),
+        "{operator}"
+    );
+    let opted_out = run(&[("LARDER_NO_MALLOC_TUNING", "1")]);
+    assert!(
+        opted_out.contains("glibc's default malloc settings"),
+        "{opted_out}"
+    );
+}
+
 #[test]
 fn materialize_and_materialize_incremental_on_the_demo_repo() {
     let (_dir, repo) = demo_repo();
