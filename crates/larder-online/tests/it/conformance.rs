@@ -47,6 +47,7 @@ macro_rules! online_store_conformance {
             every_value_type_and_null,
             concurrent_writers_keep_the_newest,
             read_many_views,
+            read_many_equals_reads_at_every_size,
             update_infra_is_idempotent_and_drops,
             teardown_is_idempotent,
             bad_batch_schema_names_the_column,
@@ -448,6 +449,77 @@ pub async fn read_many_views(store: Arc<dyn OnlineStore>) {
         (i(2), None, i(2))
     );
     assert!(store.read_many(&[]).await.expect("no views").is_empty());
+}
+
+/// `read_many` answers what one `read` per view answers, whatever the request's size (a
+/// store may read small, mid-sized and large requests differently: the SQLite store reads
+/// its views on one thread, split over two, or each on its own).
+pub async fn read_many_equals_reads_at_every_size(store: Arc<dyn OnlineStore>) {
+    let a = view("a", &["x", "y"]);
+    let b = ViewTable::new(a.project.clone(), "b", ["z"]);
+    let c = ViewTable::new(a.project.clone(), "c", ["w"]);
+    // Every third id is absent from each view, at a different offset.
+    let rows = |skip: i64, base: i64, features: usize| -> Vec<Row> {
+        (0..400)
+            .filter(|id| id % 3 != skip)
+            .map(|id| {
+                (
+                    id,
+                    base + id,
+                    (0..features).map(|f| i(id * 10 + f as i64)).collect(),
+                )
+            })
+            .collect()
+    };
+    write(&*store, &a, &rows(0, 1_000, 2)).await;
+    write(&*store, &b, &rows(1, 2_000, 1)).await;
+    write(&*store, &c, &rows(2, 3_000, 1)).await;
+    for per_view in [1usize, 5, 30, 60, 150, 300] {
+        // Keys in a scrambled order, with duplicates and ids no view holds.
+        let ids: Vec<i64> = (0..per_view as i64).map(|n| (n * 37) % 450).collect();
+        let keys: Vec<Vec<u8>> = ids.iter().map(|&id| key(id)).collect();
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let shorter = &keys[..keys.len().div_ceil(2)];
+        let requests = [
+            ReadRequest {
+                table: &a,
+                keys: &keys,
+                features: &["y", "x"],
+            },
+            ReadRequest {
+                table: &b,
+                keys: shorter,
+                features: &["z"],
+            },
+            ReadRequest {
+                table: &c,
+                keys: &keys,
+                features: &["w"],
+            },
+        ];
+        let many = store.read_many(&requests).await.expect("read_many");
+        assert_eq!(many.len(), requests.len(), "{per_view} keys per view");
+        for (request, got) in requests.iter().zip(&many) {
+            let one = store
+                .read(request.table, request.keys, request.features)
+                .await
+                .expect("read");
+            assert_eq!(
+                got, &one,
+                "view `{}`, {per_view} keys per view",
+                request.table.view
+            );
+            assert_eq!(got.num_rows(), request.keys.len());
+        }
+        // Spot values: present and absent keys land on their own rows.
+        let row = ids.iter().position(|&id| id % 3 == 1 && id < 400);
+        if let Some(row) = row {
+            let id = ids[row];
+            assert_eq!(ts(&many[0], row), Some(1_000 + id));
+            assert_eq!(value(&many[0], 0, row), i(id * 10 + 1), "feature `y` first");
+            assert_eq!(ts(&many[2], row), Some(3_000 + id));
+        }
+    }
 }
 
 pub async fn update_infra_is_idempotent_and_drops(store: Arc<dyn OnlineStore>) {
