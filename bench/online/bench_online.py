@@ -213,7 +213,8 @@ def main():
                     choices=["materialize", "10x", "online"])
     ap.add_argument("--no-feast", action="store_true", help="Larder only")
     args = ap.parse_args()
-    for binary in (LARDER, LATENCY):
+    needed = [LARDER] + ([LATENCY] if "online" in args.sections else [])
+    for binary in needed:
         if not binary.exists():
             sys.exit(f"missing {binary}: run ./run.sh build first")
     results_file = HERE / "results.json"

@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -87,25 +86,36 @@ def tree_rss_mb(pid):
         return None
 
 
+def tree_hwm_mb(pid):
+    """Sum of the peak RSS (VmHWM) of a process and its descendants: the exact peak of a single
+    process (Larder), an upper bound of the tree's simultaneous peak for several (Feast's
+    gunicorn workers)."""
+    import psutil
+
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        for p in [root] + root.children(recursive=True):
+            with open(f"/proc/{p.pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except Exception:
+        return None
+    return total / 1024
+
+
 class PeakRss:
-    """Samples a process tree's RSS every 50 ms while the block runs."""
+    """Peak RSS of a process tree over the block, from the kernel's high-water marks read once at
+    the end: no sampling thread competing with the client and the server for the 2 cores (a
+    50 ms sampler added about 1 ms to the p99 of the fastest runs)."""
 
     def __init__(self, pid):
-        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self.pid, self.peak = pid, 0.0
 
     def __enter__(self):
-        def run():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, tree_rss_mb(self.pid) or 0.0)
-                time.sleep(0.05)
-
-        self._t = threading.Thread(target=run, daemon=True)
-        self._t.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+        self.peak = tree_hwm_mb(self.pid) or 0.0
 
 
 class LarderServer:
