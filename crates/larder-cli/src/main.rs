@@ -34,16 +34,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let batch = matches!(
-        cli.command,
-        Command::Materialize(_) | Command::MaterializeIncremental(_)
-    );
-    if batch {
-        malloc::tune_for_batch();
+    let tunables = match cli.command {
+        Command::Materialize(_) | Command::MaterializeIncremental(_) => {
+            Some(malloc::BATCH_TUNABLES)
+        }
+        Command::Serve(_) => Some(malloc::SERVER_TUNABLES),
+        _ => None,
+    };
+    if let Some(tunables) = tunables {
+        malloc::tune(tunables);
     }
     init_logging(&cli.log_level, cli.log_format);
-    if batch {
-        malloc::log_settings();
+    if let Some(tunables) = tunables {
+        malloc::log_settings(tunables);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,23 +1,34 @@
-//! glibc malloc settings for the batch commands, applied by re-executing the process.
+//! glibc malloc settings per command, applied by re-executing the process.
 //!
-//! glibc gives every thread that allocates its own arena, up to 8 per core. A
-//! materialization hands buffers between many threads (the async workers, the blocking
-//! pool reading files, the writer), so freed memory lingers in arenas other threads no
-//! longer use: on the Feast peer's data at 10x (12M rows), peak RSS was 272-309 MB with
-//! glibc's defaults, 222-242 MB with two arenas and 203 MB when free memory above 16 MiB
-//! is also returned to the system, at the same speed (`bench/online`). These settings can
-//! only be given to glibc before the process starts (`GLIBC_TUNABLES`), and the workspace
-//! has no `unsafe` code to call `mallopt`, so `larder materialize` and
-//! `materialize-incremental` replace themselves, once, with the same command under
-//! [`BATCH_TUNABLES`]. The feature server keeps glibc's defaults: it answers faster with an
-//! arena per thread.
+//! glibc reads its malloc settings only when the process starts (`GLIBC_TUNABLES`), and the
+//! workspace has no `unsafe` code to call `mallopt`, so the commands that gain from other
+//! settings replace themselves, once, with the same command line under their tunables:
+//!
+//! - `larder materialize` and `materialize-incremental` ([`BATCH_TUNABLES`]): glibc gives
+//!   every thread that allocates its own arena, up to 8 per core, and a materialization
+//!   hands buffers between many threads (the async workers, the blocking pool reading
+//!   files, the writer), so freed memory lingered in arenas other threads no longer use. On
+//!   the Feast peer's data at 10x (12M rows), peak RSS was 272-309 MB with glibc's defaults
+//!   and 192-242 MB with two arenas and free memory above 16 MiB returned to the system, at
+//!   the same speed (`bench/online`).
+//! - `larder serve` ([`SERVER_TUNABLES`]): a request allocates and frees the same few
+//!   hundred small blocks; with glibc's default of 7 cached blocks per size and thread most
+//!   went back through the arena (malloc and free were a quarter of the server's CPU time).
+//!   A per-thread cache of 1024 blocks per size gave, for 1 entity, 19.6k-23.6k to
+//!   25.3k-25.9k requests/s at concurrency 64 and about the same (within a noise of
+//!   ±15%) at 1 and 8, for a peak RSS under the whole benchmark of 138 MB instead of 98
+//!   (`bench/server`). (glibc drops a tunable out of its range from the variable, e.g. a
+//!   `tcache_max` above 1032 bytes on Debian 12's glibc 2.36.)
 //!
 //! Nothing happens when `GLIBC_TUNABLES` is already set (the operator's settings win; the
-//! re-executed process sees ours, so it runs on), when [`OPT_OUT_VAR`] is set, off glibc, or when the
-//! executable cannot be found again (then the command runs with glibc's defaults).
+//! re-executed process sees ours, so it runs on), when [`OPT_OUT_VAR`] is set, off glibc, or
+//! when the executable cannot be found again (then the command runs with glibc's defaults).
 
-/// The tunables a batch command runs under.
+/// The tunables a batch command (materialization) runs under.
 pub const BATCH_TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=16777216";
+
+/// The tunables the feature server runs under.
+pub const SERVER_TUNABLES: &str = "glibc.malloc.tcache_count=1024";
 
 /// Set (to anything) to keep glibc's defaults.
 pub const OPT_OUT_VAR: &str = "LARDER_NO_MALLOC_TUNING";
@@ -25,9 +36,9 @@ pub const OPT_OUT_VAR: &str = "LARDER_NO_MALLOC_TUNING";
 /// The environment variable glibc reads its settings from at start-up.
 const TUNABLES_VAR: &str = "GLIBC_TUNABLES";
 
-/// Re-executes this process under [`BATCH_TUNABLES`] unless one of the module's exceptions
-/// applies; returns only when it did not (or could not) re-execute.
-pub fn tune_for_batch() {
+/// Re-executes this process under `tunables` unless one of the module's exceptions applies;
+/// returns only when it did not (or could not) re-execute.
+pub fn tune(tunables: &'static str) {
     if !should_tune(|name| std::env::var_os(name).is_some()) {
         return;
     }
@@ -44,7 +55,7 @@ pub fn tune_for_batch() {
             command.arg0(arg0);
         }
         // `exec` returns only on failure (e.g. the binary was replaced while running).
-        let error = command.args(args).env(TUNABLES_VAR, BATCH_TUNABLES).exec();
+        let error = command.args(args).env(TUNABLES_VAR, tunables).exec();
         eprintln!(
             "warning: running with glibc's default malloc settings: cannot re-execute: {error}"
         );
@@ -58,11 +69,12 @@ fn should_tune(is_set: impl Fn(&str) -> bool) -> bool {
         && !is_set(OPT_OUT_VAR)
 }
 
-/// Logs the settings in effect (at debug level), so a run's log shows whether they applied.
-pub fn log_settings() {
+/// Logs the settings in effect (at debug level), so a run's log shows whether `tunables`
+/// applied.
+pub fn log_settings(tunables: &str) {
     match std::env::var(TUNABLES_VAR) {
-        Ok(value) if value == BATCH_TUNABLES => {
-            tracing::debug!(tunables = value, "malloc tuned for a batch run")
+        Ok(value) if value == tunables => {
+            tracing::debug!(tunables = value, "malloc tuned for this command")
         }
         Ok(value) => tracing::debug!(tunables = value, "malloc settings from GLIBC_TUNABLES"),
         Err(_) => tracing::debug!("glibc's default malloc settings"),

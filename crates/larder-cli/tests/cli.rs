@@ -915,7 +915,7 @@ fn materialize_runs_under_the_batch_malloc_settings() {
     };
     let tuned = run(&[]);
     assert!(
-        tuned.contains("malloc tuned for a batch run")
+        tuned.contains("malloc tuned for this command")
             && tuned.contains("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=16777216"),
         "{tuned}"
     );
@@ -1233,6 +1233,18 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         .next()
         .expect("an address")
         .to_string();
+    // The server re-executed itself (same process) under its malloc settings.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("GLIBC_TUNABLES").is_none()
+        && std::env::var_os("LARDER_NO_MALLOC_TUNING").is_none()
+    {
+        let environ = std::fs::read(format!("/proc/{}/environ", child.0.id())).expect("environ");
+        assert!(
+            text(&environ).contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=1024\0"),
+            "{}",
+            text(&environ)
+        );
+    }
 
     let response = http(
         &addr,
