@@ -247,7 +247,7 @@ def report(R):
             lines.append(f"| push, {rows}-row bodies | {c} | {l['rows_per_s']:.0f} rows/s | "
                          f"{l['lat_p50_us'] / 1000:.2f} / {l['lat_p99_us'] / 1000:.2f} | {fr} | {ratio} |")
     lines += ["", "| server RSS (MB) | Larder | Feast |", "| --- | --- | --- |"]
-    for key, label in (("idle_rss_mb", "idle after start-up"), ("peak_rss_mb", "peak under load"),
+    for key, label in (("idle_rss_mb", "idle after start-up"), ("peak_rss_mb", "peak (VmHWM; Feast: summed over its processes)"),
                        ("idle_after_rss_mb", "idle after the runs")):
         fv = F.get(key)
         lines.append(f"| {label} | {L.get(key, 0):.0f} | {f'{fv:.0f}' if fv else '—'} |")
