@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::future::BoxFuture;
@@ -133,6 +134,7 @@ impl FakeCluster {
             .route("/apis/batch/v1/namespaces/{ns}/jobs/{name}", get(get_job))
             .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route_layer(middleware::from_fn_with_state(shared.clone(), admit))
             .fallback(|uri: Uri| async move {
                 status(StatusCode::NOT_FOUND, &format!("no route {uri}"))
             })
@@ -203,16 +205,30 @@ fn status(code: StatusCode, message: &str) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-/// Auth, forbidden resources and namespaces; records the request.
-fn admit(
+/// Every routed request: recorded, then checked for auth, a forbidden resource and an
+/// unknown namespace (from its path, `…/namespaces/{ns}/{resource}[/…]`) before its handler.
+async fn admit(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    shared.state().requests.push(format!("{method} {uri}"));
+    let mut segments = uri
+        .path()
+        .split('/')
+        .skip_while(|s| *s != "namespaces")
+        .skip(1);
+    let (namespace, resource) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
+    match check(&shared, &method, request.headers(), namespace, resource) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+fn check(
     shared: &Shared,
     method: &Method,
-    uri: &Uri,
     headers: &HeaderMap,
     namespace: &str,
     resource: &str,
 ) -> Result<(), Response> {
-    shared.state().requests.push(format!("{method} {uri}"));
     let expected = format!("Bearer {}", shared.options.token);
     let given = headers
         .get("authorization")
@@ -252,17 +268,7 @@ fn name_of(object: &Value) -> String {
         .to_owned()
 }
 
-async fn create_config_map(
-    State(shared): State<Arc<Shared>>,
-    Path(ns): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "configmaps") {
-        return r;
-    }
+async fn create_config_map(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut object = match parse(&body) {
         Ok(o) => o,
         Err(r) => return r,
@@ -286,14 +292,8 @@ async fn create_config_map(
 
 async fn get_config_map(
     State(shared): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "configmaps") {
-        return r;
-    }
     match shared.state().config_maps.get(&name) {
         Some(cm) => axum::Json(cm.clone()).into_response(),
         None => status(StatusCode::NOT_FOUND, "configmap not found"),
@@ -302,15 +302,10 @@ async fn get_config_map(
 
 async fn patch_config_map(
     State(shared): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
+    Path((_, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "configmaps") {
-        return r;
-    }
     if headers.get("content-type").and_then(|v| v.to_str().ok())
         != Some("application/merge-patch+json")
     {
@@ -332,14 +327,8 @@ async fn patch_config_map(
 
 async fn delete_config_map(
     State(shared): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "configmaps") {
-        return r;
-    }
     match shared.state().config_maps.remove(&name) {
         Some(_) => status(StatusCode::OK, "deleted"),
         None => status(StatusCode::NOT_FOUND, "configmap not found"),
@@ -409,17 +398,7 @@ fn job_shape(job: &Value) -> Result<JobShape, String> {
     })
 }
 
-async fn create_job(
-    State(shared): State<Arc<Shared>>,
-    Path(ns): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "jobs") {
-        return r;
-    }
+async fn create_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut job = match parse(&body) {
         Ok(o) => o,
         Err(r) => return r,
@@ -537,14 +516,8 @@ async fn run_job(shared: Arc<Shared>, name: String, job: Value, shape: JobShape)
 
 async fn get_job(
     State(shared): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "jobs") {
-        return r;
-    }
     match shared.state().jobs.get(&name) {
         Some(job) => axum::Json(job.clone()).into_response(),
         None => status(StatusCode::NOT_FOUND, "job not found"),
@@ -553,15 +526,8 @@ async fn get_job(
 
 async fn list_pods(
     State(shared): State<Arc<Shared>>,
-    Path(ns): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "pods") {
-        return r;
-    }
     let selector = query.get("labelSelector").cloned().unwrap_or_default();
     let Some(("job-name", job)) = selector.split_once('=') else {
         return status(StatusCode::BAD_REQUEST, "want labelSelector=job-name=JOB");
@@ -578,15 +544,9 @@ async fn list_pods(
 
 async fn pod_log(
     State(shared): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path((_, name)): Path<(String, String)>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admit(&shared, &method, &uri, &headers, &ns, "pods") {
-        return r;
-    }
     let state = shared.state();
     let Some((_, log)) = state
         .pods
