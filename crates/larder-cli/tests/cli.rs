@@ -25,7 +25,12 @@ fn text(bytes: &[u8]) -> String {
 
 #[track_caller]
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = larder(dir, args);
+    succeeded(args, larder(dir, args))
+}
+
+/// The stdout of a run of `larder args` that must have succeeded.
+#[track_caller]
+fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "larder {args:?} failed: {}\n{}",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use larder_materialize::k8s::fake::{FakeCluster, FakeOptions, Kubelet, PodResult, PodRun};
 
-use super::{END_TIME, demo_repo, larder, ok, online_rows, text};
+use super::{END_TIME, demo_repo, larder, ok, online_rows, succeeded, text};
 
 const START: &str = "2025-05-20T00:00:00Z";
 const END: &str = "2025-05-28T00:00:00Z";
@@ -169,14 +169,7 @@ fn run(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 #[track_caller]
 fn run_ok(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = run(repo, args, env);
-    assert!(
-        out.status.success(),
-        "larder {args:?} failed: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    succeeded(args, run(repo, args, env))
 }
 
 fn materializations(repo: &Path) -> serde_json::Value {
@@ -366,17 +359,16 @@ fn an_asynchronous_run_submits_and_records_nothing() {
 fn api_access_errors_are_clear() {
     let cluster = Cluster::start(None);
     let (_dir, repo) = k8s_repo(SYNC_ENGINE);
+    // A run that fails with exit code 1 under `env`: its stderr.
+    let fails = |env: &[(&str, &str)]| -> String {
+        let mut env = env.to_vec();
+        env.push(("LARDER_K8S_ALLOW_LOCAL", "1"));
+        let out = run(&repo, &["materialize", START, END], &env);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
     let bad = cluster.kubeconfig("bad").display().to_string();
-    let out = run(
-        &repo,
-        &["materialize", START, END],
-        &[
-            ("KUBECONFIG", bad.as_str()),
-            ("LARDER_K8S_ALLOW_LOCAL", "1"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails(&[("KUBECONFIG", bad.as_str())]);
     assert!(
         err.contains("refused the credentials (401 Unauthorized) for create `configmaps` in namespace `default`"),
         "{err}"
@@ -397,17 +389,7 @@ fn api_access_errors_are_clear() {
         ),
     )
     .expect("kubeconfig");
-    let closed = closed.display().to_string();
-    let out = run(
-        &repo,
-        &["materialize", START, END],
-        &[
-            ("KUBECONFIG", closed.as_str()),
-            ("LARDER_K8S_ALLOW_LOCAL", "1"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails(&[("KUBECONFIG", closed.display().to_string().as_str())]);
     assert!(
         err.contains(&format!(
             "cannot reach the Kubernetes API at http://127.0.0.1:{port}"
@@ -417,15 +399,7 @@ fn api_access_errors_are_clear() {
 
     // No cluster configured at all.
     let home = tempfile::tempdir().expect("home");
-    let out = run(
-        &repo,
-        &["materialize", START, END],
-        &[
-            ("HOME", &home.path().display().to_string()),
-            ("LARDER_K8S_ALLOW_LOCAL", "1"),
-        ],
-    );
-    let err = text(&out.stderr);
+    let err = fails(&[("HOME", home.path().display().to_string().as_str())]);
     assert!(err.contains("no Kubernetes cluster configured"), "{err}");
 }
 
