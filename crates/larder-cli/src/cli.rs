@@ -60,6 +60,7 @@ impl Cli {
             repo_dir,
             yaml_file: self.feature_store_yaml.clone(),
             offline_memory_limit: None,
+            long_running: matches!(self.command, Command::Serve(_)),
         }
     }
 }

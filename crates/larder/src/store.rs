@@ -28,6 +28,10 @@ pub struct OpenOptions {
     pub yaml_file: Option<PathBuf>,
     /// Memory offline queries may use before spilling to disk (None: unlimited).
     pub offline_memory_limit: Option<usize>,
+    /// The process is a long-running server writing small batches (`larder serve`): the
+    /// SQLite online store then checkpoints its WAL on a background thread instead of in
+    /// the request whose commit fills it.
+    pub long_running: bool,
 }
 
 impl OpenOptions {
@@ -36,6 +40,7 @@ impl OpenOptions {
             repo_dir: repo_dir.into(),
             yaml_file: None,
             offline_memory_limit: None,
+            long_running: false,
         }
     }
 }
@@ -60,6 +65,7 @@ pub struct FeatureStore {
     config: RepoConfig,
     registry: Registry,
     offline_memory_limit: Option<usize>,
+    long_running: bool,
     /// Built on first use: plan/apply never need it.
     offline: OnceLock<Arc<dyn OfflineStore>>,
     /// Built on first use; None when the configured store has no backend in this build yet.
@@ -88,6 +94,7 @@ impl FeatureStore {
         let config = larder_config::load(&load, &larder_config::process_env)?;
         let mut store = Self::from_config(config)?;
         store.offline_memory_limit = options.offline_memory_limit;
+        store.long_running = options.long_running;
         Ok(store)
     }
 
@@ -108,6 +115,7 @@ impl FeatureStore {
             registry: Registry::new(store, ttl),
             config,
             offline_memory_limit: None,
+            long_running: false,
             offline: OnceLock::new(),
             online: OnceLock::new(),
             clock: Arc::new(chrono::Utc::now),
@@ -189,7 +197,11 @@ impl FeatureStore {
         let built: Option<Arc<dyn OnlineStore>> = match self.config.online_store.as_ref() {
             Some(OnlineStoreConfig::Sqlite(sqlite)) => {
                 let path = self.config.resolve_path(&sqlite.path);
-                Some(Arc::new(SqliteOnlineStore::open(&SqliteConfig::new(path))?))
+                let config = SqliteConfig {
+                    background_checkpoint: self.long_running,
+                    ..SqliteConfig::new(path)
+                };
+                Some(Arc::new(SqliteOnlineStore::open(&config)?))
             }
             Some(OnlineStoreConfig::Redis(redis)) => {
                 Some(Arc::new(RedisOnlineStore::new(redis_config(redis)?)))

@@ -12,7 +12,9 @@
 //! page.
 
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::Semaphore;
@@ -35,7 +37,15 @@ struct Shared {
     config: SqliteConfig,
     idle: Mutex<Vec<Connection>>,
     /// The write connection, opened on first use.
-    writer: Mutex<Option<Connection>>,
+    writer: Mutex<Option<Writer>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    /// Wakes the background checkpointer after a commit (when the config asks for one);
+    /// dropping it ends the thread.
+    checkpoint: Option<SyncSender<()>>,
 }
 
 /// Page cache of the write connection (SQLite's unit: negative = KiB): large enough for the
@@ -44,6 +54,10 @@ const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// WAL pages after which the write connection's commits checkpoint (SQLite's default: 1000).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 8192;
+
+/// How long the background checkpointer waits after a commit before checkpointing: the
+/// commits within it share one checkpoint (one sync of the database file).
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
 
 impl Pool {
     /// Opens the first connection now (so a bad path fails here), the rest on demand.
@@ -97,12 +111,19 @@ impl Pool {
     {
         let shared = Arc::clone(&self.shared);
         let task = tokio::task::spawn_blocking(move || {
-            let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let conn = match writer.as_mut() {
-                Some(conn) => conn,
-                None => writer.insert(open_writer(&shared.config)?),
+            let mut slot = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let writer = match slot.as_mut() {
+                Some(writer) => writer,
+                None => slot.insert(open_writer(&shared.config)?),
             };
-            work(conn)
+            let out = work(&mut writer.conn);
+            if out.is_ok()
+                && let Some(wake) = &writer.checkpoint
+            {
+                // Full: a checkpoint is already due.
+                let _ = wake.try_send(());
+            }
+            out
         });
         task.await
             .map_err(|e| OnlineError::internal(format!("an SQLite task failed: {e}")))?
@@ -208,8 +229,55 @@ fn try_open_connection(config: &SqliteConfig, first: bool) -> Result<Connection,
     Ok(conn)
 }
 
+/// The write connection and, when the config asks for it, its background checkpointer.
+fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
+    let conn = open_write_connection(config)?;
+    let checkpoint = if config.background_checkpoint {
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let checkpointer = open_connection(config, false)?;
+        checkpointer
+            .pragma_update(None, "mmap_size", 0)
+            .map_err(|e| open_error(&config.path, e))?;
+        let path = config.path.clone();
+        std::thread::Builder::new()
+            .name("larder-sqlite-checkpoint".to_owned())
+            .spawn(move || run_checkpointer(&checkpointer, &woken, &path))
+            .map_err(|e| OnlineError::internal(format!("cannot start the checkpointer: {e}")))?;
+        Some(wake)
+    } else {
+        None
+    };
+    Ok(Writer { conn, checkpoint })
+}
+
+/// Checkpoints the WAL `CHECKPOINT_DELAY` after each wake-up until the writer is dropped.
+///
+/// `PASSIVE` never blocks the writer or the readers: it copies the frames no reader still
+/// needs, and once all are copied the writer's next commit starts the WAL over, so the
+/// commit-time checkpoint (at `WRITER_AUTOCHECKPOINT_PAGES`) does not come due.
+fn run_checkpointer(conn: &Connection, woken: &Receiver<()>, path: &Path) {
+    while woken.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_DELAY);
+        let last = matches!(woken.try_recv(), Err(TryRecvError::Disconnected));
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match outcome {
+            Ok((frames, copied)) => {
+                tracing::trace!(path = %path.display(), frames, copied, "sqlite wal checkpoint");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "background wal checkpoint failed");
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
 /// The write connection: no memory map, a larger page cache.
-fn open_writer(config: &SqliteConfig) -> Result<Connection, OnlineError> {
+fn open_write_connection(config: &SqliteConfig) -> Result<Connection, OnlineError> {
     let conn = open_connection(config, false)?;
     let path = &config.path;
     conn.pragma_update(None, "mmap_size", 0)

@@ -413,3 +413,52 @@ fn concurrent_opens_of_a_new_file_all_succeed() {
         }
     }
 }
+
+/// Whether a copy of the database file alone (without its WAL) holds `t`'s row for key 1:
+/// true once a checkpoint has moved the commit out of the WAL.
+fn checkpointed(path: &Path, t: &ViewTable) -> bool {
+    let copy = path.with_extension("copy.db");
+    std::fs::copy(path, &copy).expect("copy the database file");
+    let raw = rusqlite::Connection::open(&copy).expect("open the copy");
+    let table = sqlite_table_name(&t.project, &t.view);
+    let rows: Result<i64, _> =
+        raw.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+            r.get(0)
+        });
+    drop(raw);
+    std::fs::remove_file(&copy).expect("remove the copy");
+    rows.is_ok_and(|n| n > 0)
+}
+
+/// With `background_checkpoint` a small commit reaches the database file shortly after,
+/// without the WAL filling up first; without it, the commit stays in the WAL until the
+/// writer's own checkpoint comes due.
+#[tokio::test]
+async fn background_checkpoint_moves_small_commits_into_the_database_file() {
+    let t = view("v", &["f"]);
+    for background in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("online.db");
+        let config = SqliteConfig {
+            background_checkpoint: background,
+            ..SqliteConfig::new(&path)
+        };
+        let store = SqliteOnlineStore::open(&config).expect("open");
+        write(&store, &t, &[(1, 1, vec![Some(Value::int64(1))])]).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = checkpointed(&path, &t);
+        while background && !seen && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = checkpointed(&path, &t);
+        }
+        if !background {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            seen = checkpointed(&path, &t);
+        }
+        assert_eq!(seen, background, "background_checkpoint: {background}");
+        // Later writes still land and read back.
+        write(&store, &t, &[(1, 2, vec![Some(Value::int64(2))])]).await;
+        let got = read(&store, &t, &[1], &["f"]).await;
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(2)));
+    }
+}
