@@ -1,7 +1,9 @@
 //! The Redis online store, byte-compatible with Feast's (feast-behaviour.md §10.2): Feast
 //! reads what Larder writes and the reverse.
 //!
-//! Reads send one `HMGET` per (view, distinct key) for a whole request in one round trip.
+//! Reads send one `HMGET` per (view, distinct key) for a whole request in one round trip,
+//! on a standalone server without TLS over a [direct connection](self::direct) of the
+//! request's own, elsewhere over the shared multiplexed connection.
 //! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
 //! with the row's event time and writes the view's fields only if the row is not older, so
 //! two writers never race (Feast reads then writes, and skips equal times; Larder lets an
@@ -9,7 +11,9 @@
 
 mod config;
 mod conn;
+mod direct;
 mod layout;
+mod resp;
 
 use std::sync::Arc;
 
@@ -21,8 +25,10 @@ use redis::Cmd;
 
 pub use self::config::{RedisConfig, RedisNode, RedisTopology};
 use self::conn::Connector;
+use self::direct::DirectPool;
 use self::layout::{UPSERT_SCRIPT, belongs_to_project, decode_ts, encode_ts, glob_escape};
 pub use self::layout::{redis_key, ts_field};
+use self::resp::{Commands, Reply};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
@@ -43,12 +49,17 @@ const DELETES_PER_ROUND_TRIP: usize = 1000;
 #[derive(Debug)]
 pub struct RedisOnlineStore {
     conn: Arc<Connector>,
+    /// Reads on a standalone server without TLS go through direct connections.
+    direct: Option<DirectPool>,
     script_sha: String,
 }
 
 impl RedisOnlineStore {
     pub fn new(config: RedisConfig) -> Self {
+        let direct = (config.topology == RedisTopology::Standalone && !config.tls)
+            .then(|| DirectPool::new(config.clone()));
         RedisOnlineStore {
+            direct,
             conn: Arc::new(Connector::new(config)),
             script_sha: redis::Script::new(UPSERT_SCRIPT).get_hash().to_owned(),
         }
@@ -217,81 +228,62 @@ impl OnlineStore for RedisOnlineStore {
         &self,
         requests: &[ReadRequest<'_>],
     ) -> Result<Vec<RecordBatch>, OnlineError> {
-        struct Planned<'a> {
-            index: KeyIndex<'a>,
-            slots: FeatureSlots<'a>,
-            first_command: usize,
-        }
-        let mut pipe = redis::pipe();
-        let mut commands = 0usize;
-        let mut plans: Vec<Planned<'_>> = Vec::with_capacity(requests.len());
-        for request in requests {
-            let index = KeyIndex::new(request.keys.iter().copied());
-            let slots = FeatureSlots::new(request.features);
-            let fields: Vec<[u8; 4]> = slots
-                .names()
-                .iter()
-                .map(|f| redis_field_hash(&request.table.view, f))
-                .collect();
-            let ts = ts_field(&request.table.view);
-            let first_command = commands;
-            for key in index.unique() {
-                let hmget = pipe
-                    .cmd("HMGET")
-                    .arg(redis_key(key, &request.table.project));
-                for field in &fields {
-                    hmget.arg(&field[..]);
+        let plans: Vec<ReadPlan<'_>> = requests.iter().map(ReadPlan::new).collect();
+        match &self.direct {
+            Some(direct) => {
+                let mut commands = Commands::with_capacity(plans.iter().map(ReadPlan::bytes).sum());
+                for plan in &plans {
+                    plan.encode(&mut commands);
                 }
-                hmget.arg(&ts);
-                commands += 1;
-            }
-            plans.push(Planned {
-                index,
-                slots,
-                first_command,
-            });
-        }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&pipe).await?;
-        let mut out = Vec::with_capacity(requests.len());
-        for (request, plan) in requests.iter().zip(&plans) {
-            // Per distinct key: its event time and its values by feature slot.
-            let mut found: Vec<Option<(i64, Vec<Option<&[u8]>>)>> =
-                Vec::with_capacity(plan.index.unique().len());
-            for reply in
-                &replies[plan.first_command..plan.first_command + plan.index.unique().len()]
-            {
-                let n = plan.slots.len();
-                if reply.len() != n + 1 {
-                    return Err(OnlineError::internal(format!(
-                        "HMGET of {} fields answered {} values",
-                        n + 1,
-                        reply.len()
-                    )));
+                if commands.is_empty() {
+                    return assemble(requests, &plans, &[], &[]);
                 }
-                found.push(match &reply[n] {
-                    None => None,
-                    Some(ts) => {
-                        let micros = decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
-                            message: format!(
-                                "field `_ts:{}` of a redis hash is not a protobuf timestamp",
-                                request.table.view
-                            ),
-                        })?;
-                        Some((micros, reply[..n].iter().map(|v| v.as_deref()).collect()))
+                let lease = direct.round_trip(&commands).await?;
+                let buf = lease.buf();
+                let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(lease.replies.items.len());
+                values.extend(
+                    lease
+                        .replies
+                        .items
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| &buf[r.clone()])),
+                );
+                let mut spans = Vec::with_capacity(lease.replies.replies.len());
+                for reply in &lease.replies.replies {
+                    match reply {
+                        Reply::Array { first, len } => spans.push((*first, *len)),
+                        Reply::Error(range) => {
+                            return Err(OnlineError::Corrupt {
+                                message: format!(
+                                    "HMGET of an entity's hash failed: {}",
+                                    String::from_utf8_lossy(&buf[range.clone()])
+                                ),
+                            });
+                        }
+                        other => {
+                            return Err(OnlineError::internal(format!(
+                                "HMGET answered {other:?}, not an array"
+                            )));
+                        }
                     }
-                });
-            }
-            let mut builder =
-                ReadBatchBuilder::new(&plan.slots, request.features, request.keys.len());
-            for &slot in plan.index.slots() {
-                match &found[slot] {
-                    Some((ts, values)) => builder.push_found(*ts, values),
-                    None => builder.push_missing(),
                 }
+                assemble(requests, &plans, &values, &spans)
             }
-            out.push(builder.finish()?);
+            None => {
+                let mut pipe = redis::pipe();
+                for plan in &plans {
+                    plan.pipeline(&mut pipe);
+                }
+                let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&pipe).await?;
+                let mut values: Vec<Option<&[u8]>> = Vec::new();
+                let mut spans = Vec::with_capacity(replies.len());
+                for reply in &replies {
+                    spans.push((values.len(), reply.len()));
+                    values.extend(reply.iter().map(|v| v.as_deref()));
+                }
+                assemble(requests, &plans, &values, &spans)
+            }
         }
-        Ok(out)
     }
 
     async fn update_infra(
@@ -315,4 +307,120 @@ impl OnlineStore for RedisOnlineStore {
         }
         Ok(())
     }
+}
+
+/// The `HMGET`s of one view's read: one per distinct key, asking for the wanted features'
+/// fields and then `_ts:{view}`.
+struct ReadPlan<'a> {
+    index: KeyIndex<'a>,
+    slots: FeatureSlots<'a>,
+    project: &'a str,
+    fields: Vec<[u8; 4]>,
+    ts: String,
+}
+
+impl<'a> ReadPlan<'a> {
+    fn new(request: &ReadRequest<'a>) -> Self {
+        let index = KeyIndex::new(request.keys.iter().copied());
+        let slots = FeatureSlots::new(request.features);
+        let fields = slots
+            .names()
+            .iter()
+            .map(|f| redis_field_hash(&request.table.view, f))
+            .collect();
+        ReadPlan {
+            index,
+            slots,
+            project: &request.table.project,
+            fields,
+            ts: ts_field(&request.table.view),
+        }
+    }
+
+    /// Roughly the bytes of this plan's commands (a capacity hint).
+    fn bytes(&self) -> usize {
+        let per_key = 32 + self.project.len() + 10 * self.fields.len() + self.ts.len();
+        self.index.unique().iter().map(|k| per_key + k.len()).sum()
+    }
+
+    fn encode(&self, commands: &mut Commands) {
+        for key in self.index.unique() {
+            commands
+                .command(self.fields.len() + 3)
+                .arg(b"HMGET")
+                .arg2(key, self.project.as_bytes());
+            for field in &self.fields {
+                commands.arg(field);
+            }
+            commands.arg(self.ts.as_bytes());
+        }
+    }
+
+    fn pipeline(&self, pipe: &mut redis::Pipeline) {
+        for key in self.index.unique() {
+            let hmget = pipe.cmd("HMGET").arg(redis_key(key, self.project));
+            for field in &self.fields {
+                hmget.arg(&field[..]);
+            }
+            hmget.arg(&self.ts);
+        }
+    }
+}
+
+/// A stored row: its event time and its values by feature slot.
+type Found<'v> = (i64, &'v [Option<&'v [u8]>]);
+
+/// The batches of `requests` from their `HMGET` replies: `spans[i]` is reply `i`'s
+/// `(first, len)` in `values`, the replies in the order the plans sent them.
+fn assemble(
+    requests: &[ReadRequest<'_>],
+    plans: &[ReadPlan<'_>],
+    values: &[Option<&[u8]>],
+    spans: &[(usize, usize)],
+) -> Result<Vec<RecordBatch>, OnlineError> {
+    let sent: usize = plans.iter().map(|p| p.index.unique().len()).sum();
+    if spans.len() != sent {
+        return Err(OnlineError::internal(format!(
+            "{sent} HMGETs answered {} replies",
+            spans.len()
+        )));
+    }
+    let mut replies = spans.iter();
+    let mut out = Vec::with_capacity(requests.len());
+    let mut found: Vec<Option<Found<'_>>> = Vec::new();
+    for (request, plan) in requests.iter().zip(plans) {
+        let n = plan.slots.len();
+        // Per distinct key: its event time and its values by feature slot.
+        found.clear();
+        for &(first, len) in replies.by_ref().take(plan.index.unique().len()) {
+            if len != n + 1 {
+                return Err(OnlineError::internal(format!(
+                    "HMGET of {} fields answered {len} values",
+                    n + 1
+                )));
+            }
+            let reply = &values[first..first + len];
+            found.push(match reply[n] {
+                None => None,
+                Some(ts) => {
+                    let micros = decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
+                        message: format!(
+                            "field `_ts:{}` of a redis hash is not a protobuf timestamp",
+                            request.table.view
+                        ),
+                    })?;
+                    Some((micros, &reply[..n]))
+                }
+            });
+        }
+        let mut builder = ReadBatchBuilder::new(&plan.slots, request.features, request.keys.len());
+        for &slot in plan.index.slots() {
+            match found[slot] {
+                Some((ts, values)) => builder.push_found(ts, values),
+                None => builder.push_missing(),
+            }
+        }
+        out.push(builder.finish()?);
+    }
+    Ok(out)
 }

@@ -463,3 +463,86 @@ async fn wrong_password_is_a_clear_error() {
     assert!(message.contains(&format!("{host}:{port}")), "{message}");
     assert!(!message.contains("not-the-password"), "{message}");
 }
+
+/// A standalone server of this test's own (on a free port), for cases that must disturb it.
+fn own_server(dir: &std::path::Path) -> (Server, u16) {
+    let port = free_port();
+    let server = spawn(
+        dir,
+        &format!("redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no"),
+    );
+    wait_for("the test's redis-server", || {
+        cli(port, &["PING"]).contains("PONG")
+    });
+    (server, port)
+}
+
+/// Reads reuse pooled connections; when the server has closed them meanwhile (its
+/// `timeout`, a restart, `CLIENT KILL`), the next read reconnects instead of failing.
+#[tokio::test]
+async fn reads_survive_the_server_closing_idle_connections() {
+    if !configured() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, port) = own_server(dir.path());
+    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    for round in 0..3 {
+        let got = read(&store, &t, &[1, 2], &["f"]).await;
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)), "round {round}");
+        assert_eq!(ts(&got, 1), None, "round {round}");
+        let killed = cli(port, &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(
+            killed.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+            "round {round}: {killed}"
+        );
+    }
+}
+
+/// Reads and writes both go to `db=N`: what one writes the other finds, and database 0
+/// stays empty.
+#[tokio::test]
+async fn reads_and_writes_use_the_configured_database() {
+    if !configured() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, port) = own_server(dir.path());
+    let config = RedisConfig::parse(RedisTopology::Standalone, &format!("127.0.0.1:{port},db=3"))
+        .expect("config");
+    let store = RedisOnlineStore::new(config);
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    let got = read(&store, &t, &[1], &["f"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
+    assert_eq!(cli(port, &["-n", "3", "DBSIZE"]).trim(), "1");
+    assert_eq!(cli(port, &["-n", "0", "DBSIZE"]).trim(), "0");
+}
+
+/// A read with a wrong password fails naming the server, never the password.
+#[tokio::test]
+async fn wrong_password_fails_reads_clearly() {
+    if !configured() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, port) = own_server(dir.path());
+    cli(port, &["CONFIG", "SET", "requirepass", "right-password"]);
+    let config = RedisConfig::parse(
+        RedisTopology::Standalone,
+        &format!("127.0.0.1:{port},password=not-the-password"),
+    )
+    .expect("config");
+    let err = RedisOnlineStore::new(config)
+        .read(&view("v", &["f"]), &[key(1).as_slice()], &["f"])
+        .await
+        .expect_err("wrong password");
+    let message = err.to_string();
+    assert!(matches!(err, OnlineError::Unavailable { .. }), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("WRONGPASS"), "{message}");
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(!message.contains("right-password"), "{message}");
+}
