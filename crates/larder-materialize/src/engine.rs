@@ -1,6 +1,7 @@
 //! The in-process engine: offline latest rows, streamed through the encoder into the online
 //! store in bounded batches.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -49,6 +50,9 @@ impl Default for EngineOptions {
 /// Rows per online write by default: about 15 MB of encoded rows for a view of ten
 /// features.
 pub const DEFAULT_WRITE_BATCH_SIZE: usize = 50_000;
+
+/// Online writes of one view running at once.
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// Memory per view by default: enough to deduplicate ~1M narrow rows without spilling.
 pub const DEFAULT_MEMORY_LIMIT: usize = 128 << 20;
@@ -132,40 +136,68 @@ impl InProcessEngine {
             .max(1);
         let mut pending = Pending::default();
         let mut written = 0u64;
+        // Writes run in their own tasks while the next batch is read and encoded, so the
+        // store's work overlaps Larder's instead of following it; at most
+        // `WRITES_IN_FLIGHT`, which bounds the memory held by written batches.
+        let mut in_flight: VecDeque<InFlightWrite> = VecDeque::new();
         loop {
             let next = stream.next().await;
             let flush_all = next.is_none();
             if let Some(batch) = next {
-                let batch =
-                    batch.map_err(|e| offline_error(larder_offline::OfflineError::Execution(e)))?;
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        settle(in_flight).await;
+                        return Err(offline_error(larder_offline::OfflineError::Execution(e)));
+                    }
+                };
                 if batch.num_rows() > 0 {
                     progress.set_phase(Phase::Writing);
-                    pending.push(encoder.encode(&batch)?);
+                    match encoder.encode(&batch) {
+                        Ok(encoded) => pending.push(encoded),
+                        Err(e) => {
+                            settle(in_flight).await;
+                            return Err(e);
+                        }
+                    }
                 }
             }
             // Full writes as soon as there are enough rows; the rest at the end.
             while pending.rows >= target || (flush_all && pending.rows > 0) {
-                let rows = pending
-                    .take(target)
-                    .map_err(|e| MaterializeError::Invalid {
-                        view: view_name.clone(),
-                        message: format!("cannot assemble a write batch: {e}"),
-                    })?;
-                let len = rows.num_rows() as u64;
-                // The store may skip rows older than what it holds (newest wins); they were
-                // handled all the same, so every row counts as written.
-                self.online
-                    .write_batch(&table, rows)
-                    .await
-                    .map_err(|source| MaterializeError::Online {
-                        view: view_name.clone(),
-                        source,
-                    })?;
-                written += len;
-                progress.add_written(len);
+                let rows = match pending.take(target) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        settle(in_flight).await;
+                        return Err(MaterializeError::Invalid {
+                            view: view_name.clone(),
+                            message: format!("cannot assemble a write batch: {e}"),
+                        });
+                    }
+                };
+                if in_flight.len() >= WRITES_IN_FLIGHT
+                    && let Some(oldest) = in_flight.pop_front()
+                {
+                    match oldest.finish(&view_name, progress).await {
+                        Ok(rows) => written += rows,
+                        Err(e) => {
+                            settle(in_flight).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                in_flight.push_back(InFlightWrite::start(&self.online, &table, rows));
             }
             if flush_all {
                 break;
+            }
+        }
+        while let Some(write) = in_flight.pop_front() {
+            match write.finish(&view_name, progress).await {
+                Ok(rows) => written += rows,
+                Err(e) => {
+                    settle(in_flight).await;
+                    return Err(e);
+                }
             }
         }
         Ok(ViewReport {
@@ -191,6 +223,46 @@ impl MaterializationEngine for InProcessEngine {
             Phase::Failed
         });
         result
+    }
+}
+
+/// A write to the online store running in its own task.
+struct InFlightWrite {
+    rows: u64,
+    task: tokio::task::JoinHandle<Result<u64, larder_online::OnlineError>>,
+}
+
+impl InFlightWrite {
+    fn start(online: &Arc<dyn OnlineStore>, table: &ViewTable, rows: RecordBatch) -> Self {
+        let online = Arc::clone(online);
+        let table = table.clone();
+        InFlightWrite {
+            rows: rows.num_rows() as u64,
+            task: tokio::spawn(async move { online.write_batch(&table, rows).await }),
+        }
+    }
+
+    /// Waits for the write; returns its rows. The store may skip rows older than what it
+    /// holds (newest wins); they were handled all the same, so every row counts as written.
+    async fn finish(self, view: &str, progress: &ViewProgress) -> Result<u64, MaterializeError> {
+        let outcome = self.task.await.map_err(|e| MaterializeError::Invalid {
+            view: view.to_owned(),
+            message: format!("the online write task failed: {e}"),
+        })?;
+        outcome.map_err(|source| MaterializeError::Online {
+            view: view.to_owned(),
+            source,
+        })?;
+        progress.add_written(self.rows);
+        Ok(self.rows)
+    }
+}
+
+/// Waits for a write still running when the view fails for another reason (its own
+/// outcome no longer matters), so that nothing writes to the store after the run returned.
+async fn settle(writes: VecDeque<InFlightWrite>) {
+    for write in writes {
+        let _ = write.task.await;
     }
 }
 
