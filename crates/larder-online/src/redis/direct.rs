@@ -11,6 +11,7 @@
 //! safe because reads have no effects.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,8 +80,11 @@ impl Drop for Lease<'_> {
 enum Failed {
     /// Connecting, or the handshake, failed: the server is unreachable or refuses us.
     Connect(OnlineError),
-    /// The connection broke (or timed out) during the round trip.
+    /// The connection broke during the round trip.
     Io(String),
+    /// No complete answer within the response timeout (not retried: the server is slow,
+    /// not gone).
+    Timeout(Duration),
     /// The server broke the protocol.
     Protocol(Malformed),
 }
@@ -147,7 +151,7 @@ impl DirectPool {
         let outcome =
             tokio::time::timeout(timeout, exchange(&mut conn, commands, &mut lease.replies))
                 .await
-                .unwrap_or_else(|_| Err(Failed::Io(format!("no answer within {timeout:?}"))));
+                .unwrap_or(Err(Failed::Timeout(timeout)));
         if outcome.is_ok() {
             lease.conn = Some(conn);
         }
@@ -192,7 +196,12 @@ impl DirectPool {
             let mut replies = Replies::default();
             match exchange(&mut conn, &hello, &mut replies).await {
                 Ok(()) => {}
-                Err(Failed::Io(e)) => return Err(self.unavailable(format!("cannot connect: {e}"))),
+                Err(Failed::Io(e)) => {
+                    return Err(self.unavailable(format!("cannot connect: {e}")));
+                }
+                Err(Failed::Timeout(t)) => {
+                    return Err(self.unavailable(format!("cannot connect: no answer within {t:?}")));
+                }
                 Err(Failed::Protocol(e)) => {
                     return Err(self.unavailable(format!("cannot connect: {}", e.0)));
                 }
@@ -231,6 +240,9 @@ impl DirectPool {
         match failed {
             Failed::Connect(e) => e,
             Failed::Io(e) => self.unavailable(format!("command failed: {e}")),
+            Failed::Timeout(t) => {
+                self.unavailable(format!("command failed: no answer within {t:?}"))
+            }
             Failed::Protocol(e) => OnlineError::Unavailable {
                 store: STORE.to_owned(),
                 retryable: false,
