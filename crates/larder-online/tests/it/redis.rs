@@ -433,15 +433,21 @@ async fn unreachable_server_is_a_clear_error() {
     )
     .expect("config");
     config.connect_timeout = Duration::from_secs(2);
-    let store = RedisOnlineStore::new(config);
-    let err = store
+    let message = failed_read(config, port, "nothing listens there").await;
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+/// The message of a one-key read on `config` that must fail as `Unavailable`, naming the
+/// server at `127.0.0.1:{port}`.
+async fn failed_read(config: RedisConfig, port: u16, why: &str) -> String {
+    let err = RedisOnlineStore::new(config)
         .read(&view("v", &["f"]), &[key(1).as_slice()], &["f"])
         .await
-        .expect_err("nothing listens there");
+        .expect_err(why);
     let message = err.to_string();
     assert!(matches!(err, OnlineError::Unavailable { .. }), "{message}");
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
-    assert!(!message.contains("hunter2"), "{message}");
+    message
 }
 
 #[tokio::test]
@@ -464,28 +470,42 @@ async fn wrong_password_is_a_clear_error() {
     assert!(!message.contains("not-the-password"), "{message}");
 }
 
-/// A standalone server of this test's own (on a free port), for cases that must disturb it.
-fn own_server(dir: &std::path::Path) -> (Server, u16) {
+/// A standalone server of this test's own (on a free port), for cases that must disturb
+/// it; None (the case does not run) when `LARDER_TEST_REDIS_URL` is unset.
+struct OwnServer {
+    port: u16,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+fn own_server() -> Option<OwnServer> {
+    if !configured() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let server = spawn(
-        dir,
+        dir.path(),
         &format!("redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no"),
     );
     wait_for("the test's redis-server", || {
         cli(port, &["PING"]).contains("PONG")
     });
-    (server, port)
+    Some(OwnServer {
+        port,
+        _server: server,
+        _dir: dir,
+    })
 }
 
 /// Reads reuse pooled connections; when the server has closed them meanwhile (its
 /// `timeout`, a restart, `CLIENT KILL`), the next read reconnects instead of failing.
 #[tokio::test]
 async fn reads_survive_the_server_closing_idle_connections() {
-    if !configured() {
+    let Some(own) = own_server() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, port) = own_server(dir.path());
+    };
+    let port = own.port;
     let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
     let t = view("v", &["f"]);
     write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
@@ -505,11 +525,10 @@ async fn reads_survive_the_server_closing_idle_connections() {
 /// stays empty.
 #[tokio::test]
 async fn reads_and_writes_use_the_configured_database() {
-    if !configured() {
+    let Some(own) = own_server() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, port) = own_server(dir.path());
+    };
+    let port = own.port;
     let config = RedisConfig::parse(RedisTopology::Standalone, &format!("127.0.0.1:{port},db=3"))
         .expect("config");
     let store = RedisOnlineStore::new(config);
@@ -524,24 +543,17 @@ async fn reads_and_writes_use_the_configured_database() {
 /// A read with a wrong password fails naming the server, never the password.
 #[tokio::test]
 async fn wrong_password_fails_reads_clearly() {
-    if !configured() {
+    let Some(own) = own_server() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, port) = own_server(dir.path());
+    };
+    let port = own.port;
     cli(port, &["CONFIG", "SET", "requirepass", "right-password"]);
     let config = RedisConfig::parse(
         RedisTopology::Standalone,
         &format!("127.0.0.1:{port},password=not-the-password"),
     )
     .expect("config");
-    let err = RedisOnlineStore::new(config)
-        .read(&view("v", &["f"]), &[key(1).as_slice()], &["f"])
-        .await
-        .expect_err("wrong password");
-    let message = err.to_string();
-    assert!(matches!(err, OnlineError::Unavailable { .. }), "{message}");
-    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    let message = failed_read(config, port, "wrong password").await;
     assert!(message.contains("WRONGPASS"), "{message}");
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(!message.contains("right-password"), "{message}");
