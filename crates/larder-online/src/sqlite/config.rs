@@ -28,7 +28,8 @@ pub struct SqliteConfig {
     /// commit that fills it. For a long-running writer of small batches (a feature server
     /// taking pushes): a checkpoint copies and syncs up to 32 MB, which otherwise stalls the
     /// one request whose commit triggers it for tens of milliseconds. The commit-time
-    /// checkpoint stays as a backstop should the thread fall behind.
+    /// checkpoint stays as a backstop: writes back to back leave the WAL no moment to start
+    /// over, and then it still comes due.
     pub background_checkpoint: bool,
 }
 

@@ -254,7 +254,9 @@ fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
 ///
 /// `PASSIVE` never blocks the writer or the readers: it copies the frames no reader still
 /// needs, and once all are copied the writer's next commit starts the WAL over, so the
-/// commit-time checkpoint (at `WRITER_AUTOCHECKPOINT_PAGES`) does not come due.
+/// commit-time checkpoint (at `WRITER_AUTOCHECKPOINT_PAGES`) does not come due. That takes
+/// a moment with all frames copied before the next commit: under writes back to back (100-row
+/// pushes at full rate) the WAL keeps growing and the commit-time checkpoint still runs.
 fn run_checkpointer(conn: &Connection, woken: &Receiver<()>, path: &Path) {
     while woken.recv().is_ok() {
         std::thread::sleep(CHECKPOINT_DELAY);
