@@ -461,14 +461,23 @@ async fn write_once(
 }
 
 /// Runs an idempotent `CREATE ... IF NOT EXISTS` again when a concurrent creator of the
-/// same object won the race (Postgres then reports a unique violation in its catalog).
+/// same object won the race: Postgres then reports a unique violation in its catalog, or
+/// that the table's row type or the table already exists.
 async fn retry_race<F, Fut>(statement: F) -> Result<(), tokio_postgres::Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
 {
     match statement().await {
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => statement().await,
+        Err(e)
+            if e.code().is_some_and(|c| {
+                *c == SqlState::UNIQUE_VIOLATION
+                    || *c == SqlState::DUPLICATE_OBJECT
+                    || *c == SqlState::DUPLICATE_TABLE
+            }) =>
+        {
+            statement().await
+        }
         other => other,
     }
 }
