@@ -1,7 +1,8 @@
 //! The Redis online store, byte-compatible with Feast's (feast-behaviour.md §10.2): Feast
 //! reads what Larder writes and the reverse.
 //!
-//! Reads send one `HMGET` per (view, distinct key) for a whole request in one round trip,
+//! Reads send one `HGETALL` or `HMGET` per (view, distinct key) for a whole request in one
+//! round trip,
 //! on a standalone server without TLS over a [direct connection](self::direct) of the
 //! request's own, elsewhere over the shared multiplexed connection.
 //! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
@@ -255,14 +256,14 @@ impl OnlineStore for RedisOnlineStore {
                         Reply::Error(range) => {
                             return Err(OnlineError::Corrupt {
                                 message: format!(
-                                    "HMGET of an entity's hash failed: {}",
+                                    "reading an entity's hash failed: {}",
                                     String::from_utf8_lossy(&buf[range.clone()])
                                 ),
                             });
                         }
                         other => {
                             return Err(OnlineError::internal(format!(
-                                "HMGET answered {other:?}, not an array"
+                                "a hash read answered {other:?}, not an array"
                             )));
                         }
                     }
@@ -309,31 +310,42 @@ impl OnlineStore for RedisOnlineStore {
     }
 }
 
-/// The `HMGET`s of one view's read: one per distinct key, asking for the wanted features'
-/// fields and then `_ts:{view}`.
+/// The commands of one view's read: one per distinct key, `HGETALL` when the request
+/// wants most of the view's features (Redis parses one argument instead of one per field:
+/// about 1.2 against 1.6 us of its time per key for a driver hash of 11 fields), else
+/// `HMGET` of the wanted features' fields and then `_ts:{view}`.
 struct ReadPlan<'a> {
     index: KeyIndex<'a>,
     slots: FeatureSlots<'a>,
     project: &'a str,
     fields: Vec<[u8; 4]>,
+    /// `fields` sorted, with their slots: finds a field of an `HGETALL` reply.
+    by_field: Vec<([u8; 4], usize)>,
     ts: String,
+    hgetall: bool,
 }
 
 impl<'a> ReadPlan<'a> {
     fn new(request: &ReadRequest<'a>) -> Self {
         let index = KeyIndex::new(request.keys.iter().copied());
         let slots = FeatureSlots::new(request.features);
-        let fields = slots
+        let fields: Vec<[u8; 4]> = slots
             .names()
             .iter()
             .map(|f| redis_field_hash(&request.table.view, f))
             .collect();
+        let mut by_field: Vec<([u8; 4], usize)> =
+            fields.iter().enumerate().map(|(i, f)| (*f, i)).collect();
+        by_field.sort_unstable();
+        let hgetall = !fields.is_empty() && fields.len() * 4 >= request.table.features.len() * 3;
         ReadPlan {
             index,
             slots,
             project: &request.table.project,
             fields,
+            by_field,
             ts: ts_field(&request.table.view),
+            hgetall,
         }
     }
 
@@ -345,6 +357,13 @@ impl<'a> ReadPlan<'a> {
 
     fn encode(&self, commands: &mut Commands) {
         for key in self.index.unique() {
+            if self.hgetall {
+                commands
+                    .command(2)
+                    .arg(b"HGETALL")
+                    .arg2(key, self.project.as_bytes());
+                continue;
+            }
             commands
                 .command(self.fields.len() + 3)
                 .arg(b"HMGET")
@@ -358,6 +377,10 @@ impl<'a> ReadPlan<'a> {
 
     fn pipeline(&self, pipe: &mut redis::Pipeline) {
         for key in self.index.unique() {
+            if self.hgetall {
+                pipe.cmd("HGETALL").arg(redis_key(key, self.project));
+                continue;
+            }
             let hmget = pipe.cmd("HMGET").arg(redis_key(key, self.project));
             for field in &self.fields {
                 hmget.arg(&field[..]);
@@ -365,12 +388,54 @@ impl<'a> ReadPlan<'a> {
             hmget.arg(&self.ts);
         }
     }
+
+    /// One key's reply as its values by feature slot, then its `_ts` (into `out`, `n + 1`
+    /// entries); fields of other views in an `HGETALL` reply are skipped.
+    fn pick<'v>(
+        &self,
+        reply: &[Option<&'v [u8]>],
+        out: &mut Vec<Option<&'v [u8]>>,
+    ) -> Result<(), OnlineError> {
+        let n = self.slots.len();
+        if !self.hgetall {
+            if reply.len() != n + 1 {
+                return Err(OnlineError::internal(format!(
+                    "HMGET of {} fields answered {} values",
+                    n + 1,
+                    reply.len()
+                )));
+            }
+            out.extend_from_slice(reply);
+            return Ok(());
+        }
+        if !reply.len().is_multiple_of(2) {
+            return Err(OnlineError::internal(format!(
+                "HGETALL answered an odd number ({}) of items",
+                reply.len()
+            )));
+        }
+        let start = out.len();
+        out.resize(start + n + 1, None);
+        for pair in reply.chunks_exact(2) {
+            let (Some(name), value) = (pair[0], pair[1]) else {
+                continue;
+            };
+            if name == self.ts.as_bytes() {
+                out[start + n] = value;
+            } else if let Ok(field) = <[u8; 4]>::try_from(name)
+                && let Ok(at) = self.by_field.binary_search_by(|(f, _)| f.cmp(&field))
+            {
+                out[start + self.by_field[at].1] = value;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A stored row: its event time and its values by feature slot.
 type Found<'v> = (i64, &'v [Option<&'v [u8]>]);
 
-/// The batches of `requests` from their `HMGET` replies: `spans[i]` is reply `i`'s
+/// The batches of `requests` from their replies: `spans[i]` is reply `i`'s
 /// `(first, len)` in `values`, the replies in the order the plans sent them.
 fn assemble(
     requests: &[ReadRequest<'_>],
@@ -381,26 +446,23 @@ fn assemble(
     let sent: usize = plans.iter().map(|p| p.index.unique().len()).sum();
     if spans.len() != sent {
         return Err(OnlineError::internal(format!(
-            "{sent} HMGETs answered {} replies",
+            "{sent} commands answered {} replies",
             spans.len()
         )));
     }
     let mut replies = spans.iter();
     let mut out = Vec::with_capacity(requests.len());
-    let mut found: Vec<Option<Found<'_>>> = Vec::new();
     for (request, plan) in requests.iter().zip(plans) {
         let n = plan.slots.len();
-        // Per distinct key: its event time and its values by feature slot.
-        found.clear();
-        for &(first, len) in replies.by_ref().take(plan.index.unique().len()) {
-            if len != n + 1 {
-                return Err(OnlineError::internal(format!(
-                    "HMGET of {} fields answered {len} values",
-                    n + 1
-                )));
-            }
-            let reply = &values[first..first + len];
-            found.push(match reply[n] {
+        let keys = plan.index.unique().len();
+        // Per distinct key: its values by feature slot, then its `_ts`.
+        let mut picked: Vec<Option<&[u8]>> = Vec::with_capacity(keys * (n + 1));
+        for &(first, len) in replies.by_ref().take(keys) {
+            plan.pick(&values[first..first + len], &mut picked)?;
+        }
+        let mut found: Vec<Option<Found<'_>>> = Vec::with_capacity(keys);
+        for row in picked.chunks_exact(n + 1) {
+            found.push(match row[n] {
                 None => None,
                 Some(ts) => {
                     let micros = decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
@@ -409,7 +471,7 @@ fn assemble(
                             request.table.view
                         ),
                     })?;
-                    Some((micros, &reply[..n]))
+                    Some((micros, &row[..n]))
                 }
             });
         }

@@ -12,7 +12,7 @@ use larder_online::{
 };
 use larder_types::feast::{Value, redis_field_hash};
 
-use crate::conformance::{Fixture, key, read, ts, value, view, write};
+use crate::conformance::{Fixture, cell, key, read, ts, value, view, write};
 
 const URL_VAR: &str = "LARDER_TEST_REDIS_URL";
 
@@ -557,4 +557,41 @@ async fn wrong_password_fails_reads_clearly() {
     assert!(message.contains("WRONGPASS"), "{message}");
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(!message.contains("right-password"), "{message}");
+}
+
+/// A read that wants most of a view's features fetches the whole hash (`HGETALL`): fields
+/// of another view on the same entity are skipped, a feature never written reads null and a
+/// repeated name gets the value each time; a narrower read (`HMGET`) agrees.
+#[tokio::test]
+async fn whole_hash_reads_pick_the_views_own_fields() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store;
+    let a = view("a", &["x", "y", "w"]);
+    let b = larder_online::ViewTable::new(a.project.clone(), "b", ["x", "y"]);
+    let int = |v| Some(Value::int64(v));
+    write(store.as_ref(), &a, &[(1, 10, vec![int(1), int(2), None])]).await;
+    write(store.as_ref(), &b, &[(1, 20, vec![int(3), int(4)])]).await;
+
+    let got = read(store.as_ref(), &a, &[1, 2], &["y", "x", "w", "y"]).await;
+    assert_eq!(
+        (
+            ts(&got, 0),
+            value(&got, 0, 0),
+            value(&got, 1, 0),
+            cell(&got, 2, 0),
+            value(&got, 3, 0)
+        ),
+        (Some(10), int(2), int(1), None, int(2))
+    );
+    assert_eq!(ts(&got, 1), None);
+    let narrow = read(store.as_ref(), &a, &[1], &["y"]).await;
+    assert_eq!((ts(&narrow, 0), value(&narrow, 0, 0)), (Some(10), int(2)));
+    let got = read(store.as_ref(), &b, &[1], &["x", "y"]).await;
+    assert_eq!(
+        (ts(&got, 0), value(&got, 0, 0), value(&got, 1, 0)),
+        (Some(20), int(3), int(4))
+    );
+    store.teardown(&[a, b]).await.expect("teardown");
 }
