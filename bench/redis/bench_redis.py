@@ -40,7 +40,9 @@ LARDER_DB = 1
 
 
 def larder_redis_repo() -> Path:
-    repo = bs.larder_server_repo()  # the peer's views, push source and push-fed view
+    # The peer's views, push source and push-fed view, in a folder of its own (the server
+    # benchmark's repo stays on SQLite).
+    repo = bs.larder_server_repo("larder_redis_repo")
     text = (repo / "feature_store.yaml").read_text()
     text = text.replace("online_store:\n  type: sqlite\n  path: data/online_store.db\n",
                         f"online_store:\n  type: redis\n  connection_string: \"127.0.0.1:6379,db={LARDER_DB}\"\n")

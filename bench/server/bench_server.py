@@ -50,9 +50,10 @@ feature_views:
 """
 
 
-def larder_server_repo() -> Path:
-    """The Feast peer's repo in Larder's YAML, push source and push-fed view included."""
-    repo = bf.BENCHDATA / "larder_server_repo"
+def larder_server_repo(name: str = "larder_server_repo") -> Path:
+    """The Feast peer's repo in Larder's YAML, push source and push-fed view included, in
+    $BENCHDATA/<name> (on the SQLite online store; other benchmarks rewrite their own copy)."""
+    repo = bf.BENCHDATA / name
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "feature_store.yaml").write_text(
         "project: larder_bench\nregistry: data/registry.json\nprovider: local\n"
