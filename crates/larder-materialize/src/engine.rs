@@ -135,71 +135,55 @@ impl InProcessEngine {
             .unwrap_or(DEFAULT_WRITE_BATCH_SIZE)
             .max(1);
         let mut pending = Pending::default();
-        let mut written = 0u64;
         // Writes run in their own tasks while the next batch is read and encoded, so the
         // store's work overlaps Larder's instead of following it; at most
         // `WRITES_IN_FLIGHT`, which bounds the memory held by written batches.
         let mut in_flight: VecDeque<InFlightWrite> = VecDeque::new();
-        loop {
-            let next = stream.next().await;
-            let flush_all = next.is_none();
-            if let Some(batch) = next {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        settle(in_flight).await;
-                        return Err(offline_error(larder_offline::OfflineError::Execution(e)));
-                    }
-                };
-                if batch.num_rows() > 0 {
-                    progress.set_phase(Phase::Writing);
-                    match encoder.encode(&batch) {
-                        Ok(encoded) => pending.push(encoded),
-                        Err(e) => {
-                            settle(in_flight).await;
-                            return Err(e);
-                        }
+        let outcome = async {
+            let mut written = 0u64;
+            loop {
+                let next = stream.next().await;
+                let flush_all = next.is_none();
+                if let Some(batch) = next {
+                    let batch = batch
+                        .map_err(|e| offline_error(larder_offline::OfflineError::Execution(e)))?;
+                    if batch.num_rows() > 0 {
+                        progress.set_phase(Phase::Writing);
+                        pending.push(encoder.encode(&batch)?);
                     }
                 }
-            }
-            // Full writes as soon as there are enough rows; the rest at the end.
-            while pending.rows >= target || (flush_all && pending.rows > 0) {
-                let rows = match pending.take(target) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        settle(in_flight).await;
-                        return Err(MaterializeError::Invalid {
+                // Full writes as soon as there are enough rows; the rest at the end.
+                while pending.rows >= target || (flush_all && pending.rows > 0) {
+                    let rows = pending
+                        .take(target)
+                        .map_err(|e| MaterializeError::Invalid {
                             view: view_name.clone(),
                             message: format!("cannot assemble a write batch: {e}"),
-                        });
+                        })?;
+                    if in_flight.len() >= WRITES_IN_FLIGHT
+                        && let Some(oldest) = in_flight.pop_front()
+                    {
+                        written += oldest.finish(&view_name, progress).await?;
                     }
-                };
-                if in_flight.len() >= WRITES_IN_FLIGHT
-                    && let Some(oldest) = in_flight.pop_front()
-                {
-                    match oldest.finish(&view_name, progress).await {
-                        Ok(rows) => written += rows,
-                        Err(e) => {
-                            settle(in_flight).await;
-                            return Err(e);
-                        }
-                    }
+                    in_flight.push_back(InFlightWrite::start(&self.online, &table, rows));
                 }
-                in_flight.push_back(InFlightWrite::start(&self.online, &table, rows));
-            }
-            if flush_all {
-                break;
-            }
-        }
-        while let Some(write) = in_flight.pop_front() {
-            match write.finish(&view_name, progress).await {
-                Ok(rows) => written += rows,
-                Err(e) => {
-                    settle(in_flight).await;
-                    return Err(e);
+                if flush_all {
+                    break;
                 }
             }
+            while let Some(write) = in_flight.pop_front() {
+                written += write.finish(&view_name, progress).await?;
+            }
+            Ok(written)
         }
+        .await;
+        let written = match outcome {
+            Ok(written) => written,
+            Err(e) => {
+                settle(in_flight).await;
+                return Err(e);
+            }
+        };
         Ok(ViewReport {
             view: view_name,
             rows_read: progress.rows_read(),
