@@ -89,6 +89,17 @@ enum Failed {
     Protocol(Malformed),
 }
 
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Connect(e) => write!(f, "{e}"),
+            Failed::Io(e) => f.write_str(e),
+            Failed::Timeout(t) => write!(f, "no answer within {t:?}"),
+            Failed::Protocol(e) => f.write_str(&e.0),
+        }
+    }
+}
+
 impl DirectPool {
     pub fn new(config: RedisConfig) -> Self {
         DirectPool {
@@ -141,12 +152,11 @@ impl DirectPool {
     }
 
     async fn attempt(&self, lease: &mut Lease<'_>, commands: &Commands) -> Result<(), Failed> {
-        let conn = match lease.conn.take() {
+        let mut conn = match lease.conn.take() {
             Some(conn) => conn,
             None => self.open().await.map_err(Failed::Connect)?,
         };
         let timeout = self.config.response_timeout;
-        let mut conn = conn;
         lease.replies.clear();
         let outcome =
             tokio::time::timeout(timeout, exchange(&mut conn, commands, &mut lease.replies))
@@ -194,19 +204,9 @@ impl DirectPool {
                 return Ok(conn);
             }
             let mut replies = Replies::default();
-            match exchange(&mut conn, &hello, &mut replies).await {
-                Ok(()) => {}
-                Err(Failed::Io(e)) => {
-                    return Err(self.unavailable(format!("cannot connect: {e}")));
-                }
-                Err(Failed::Timeout(t)) => {
-                    return Err(self.unavailable(format!("cannot connect: no answer within {t:?}")));
-                }
-                Err(Failed::Protocol(e)) => {
-                    return Err(self.unavailable(format!("cannot connect: {}", e.0)));
-                }
-                Err(Failed::Connect(e)) => return Err(e),
-            }
+            exchange(&mut conn, &hello, &mut replies)
+                .await
+                .map_err(|failed| self.unavailable(format!("cannot connect: {failed}")))?;
             for reply in &replies.replies {
                 if let Reply::Error(range) = reply {
                     // Never echo the password: Redis's messages do not contain it.
@@ -239,10 +239,6 @@ impl DirectPool {
     fn error(&self, failed: Failed) -> OnlineError {
         match failed {
             Failed::Connect(e) => e,
-            Failed::Io(e) => self.unavailable(format!("command failed: {e}")),
-            Failed::Timeout(t) => {
-                self.unavailable(format!("command failed: no answer within {t:?}"))
-            }
             Failed::Protocol(e) => OnlineError::Unavailable {
                 store: STORE.to_owned(),
                 retryable: false,
@@ -253,6 +249,7 @@ impl DirectPool {
                 )
                 .into(),
             },
+            other => self.unavailable(format!("command failed: {other}")),
         }
     }
 }

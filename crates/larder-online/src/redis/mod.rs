@@ -2,9 +2,8 @@
 //! reads what Larder writes and the reverse.
 //!
 //! Reads send one `HGETALL` or `HMGET` per (view, distinct key) for a whole request in one
-//! round trip,
-//! on a standalone server without TLS over a [direct connection](self::direct) of the
-//! request's own, elsewhere over the shared multiplexed connection.
+//! round trip: on a standalone server without TLS over a [direct connection](self::direct)
+//! of the request's own, elsewhere over the shared multiplexed connection.
 //! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
 //! with the row's event time and writes the view's fields only if the row is not older, so
 //! two writers never race (Feast reads then writes, and skips equal times; Larder lets an
@@ -236,9 +235,6 @@ impl OnlineStore for RedisOnlineStore {
                 for plan in &plans {
                     plan.encode(&mut commands);
                 }
-                if commands.is_empty() {
-                    return assemble(requests, &plans, &[], &[]);
-                }
                 let lease = direct.round_trip(&commands).await?;
                 let buf = lease.buf();
                 let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(lease.replies.items.len());
@@ -319,7 +315,8 @@ struct ReadPlan<'a> {
     slots: FeatureSlots<'a>,
     project: &'a str,
     fields: Vec<[u8; 4]>,
-    /// `fields` sorted, with their slots: finds a field of an `HGETALL` reply.
+    /// `fields` sorted, with their slots: finds a field of an `HGETALL` reply (empty for
+    /// `HMGET`).
     by_field: Vec<([u8; 4], usize)>,
     ts: String,
     hgetall: bool,
@@ -334,10 +331,12 @@ impl<'a> ReadPlan<'a> {
             .iter()
             .map(|f| redis_field_hash(&request.table.view, f))
             .collect();
-        let mut by_field: Vec<([u8; 4], usize)> =
-            fields.iter().enumerate().map(|(i, f)| (*f, i)).collect();
-        by_field.sort_unstable();
         let hgetall = !fields.is_empty() && fields.len() * 4 >= request.table.features.len() * 3;
+        let mut by_field: Vec<([u8; 4], usize)> = Vec::new();
+        if hgetall {
+            by_field.extend(fields.iter().enumerate().map(|(i, f)| (*f, i)));
+            by_field.sort_unstable();
+        }
         ReadPlan {
             index,
             slots,
