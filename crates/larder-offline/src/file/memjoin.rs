@@ -1,14 +1,16 @@
 //! The in-memory point-in-time join: the fast path when every view is keyed by one integer
 //! join key and the inputs fit the memory budget.
 //!
-//! Instead of sorting wide rows, it sorts narrow (key, time, reference) entries: each side is
-//! split by key hash into one part per core, each part sorted and merged on its own thread,
-//! and the result is, per entity row, a reference to the matching feature row. Entity rows
+//! Instead of sorting wide rows, it sorts narrow (key, time, reference) entries: both sides are
+//! scattered into buckets by key hash (a few thousand feature rows each, on every core), each
+//! bucket is sorted and merged on its own in cache, and the result is, per entity row, a
+//! reference to the matching feature row. Entity rows
 //! never move: the output is every entity batch, in input order, with the matched feature
 //! values gathered next to it. Everything else (string or multi-column keys, inputs larger
 //! than the budget) takes the spilling DataFusion path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::compute::take;
@@ -88,13 +90,22 @@ fn times(array: &dyn Array) -> Result<Vec<Option<i64>>> {
     timestamps_ns(array)
 }
 
-/// Which part (thread) a key belongs to.
-fn part_of(key: i64, parts: usize) -> usize {
-    let mixed = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 32) as usize) % parts
+/// How many bits of a key's hash pick its bucket: buckets of a few thousand feature rows, so
+/// that each bucket's entries sort in cache instead of one sort over all rows.
+fn bucket_bits(rows: usize) -> u32 {
+    let buckets = rows / 4096;
+    (usize::BITS - buckets.leading_zeros()).min(16)
 }
 
-#[derive(Clone, Copy)]
+/// The bucket of a key (the top `bits` of its hash); keys of one bucket meet in one merge.
+fn bucket_of(key: i64, bits: u32) -> usize {
+    if bits == 0 {
+        return 0;
+    }
+    ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
+#[derive(Clone, Copy, Default)]
 struct RightEntry {
     key: i64,
     ts: i64,
@@ -102,85 +113,181 @@ struct RightEntry {
     reference: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct LeftEntry {
     key: i64,
     ts: i64,
     row: u64,
 }
 
+/// One chunk's entries grouped by bucket: bucket `b` is `entries[offsets[b]..offsets[b + 1]]`.
+struct Buckets<T> {
+    entries: Vec<T>,
+    offsets: Vec<usize>,
+}
+
+impl<T: Copy + Default> Buckets<T> {
+    /// Two passes over the chunk (`each` calls its argument once per entry, in the same order
+    /// both times): count per bucket, then write every entry straight into its place.
+    fn build(bits: u32, each: impl Fn(&mut dyn FnMut(i64, T)) -> Result<()>) -> Result<Self> {
+        let mut offsets = vec![0usize; (1 << bits) + 1];
+        each(&mut |key, _| offsets[bucket_of(key, bits) + 1] += 1)?;
+        for b in 1..offsets.len() {
+            offsets[b] += offsets[b - 1];
+        }
+        let mut entries = vec![T::default(); offsets[offsets.len() - 1]];
+        let mut next = offsets.clone();
+        each(&mut |key, entry| {
+            let at = &mut next[bucket_of(key, bits)];
+            entries[*at] = entry;
+            *at += 1;
+        })?;
+        Ok(Self { entries, offsets })
+    }
+
+    fn bucket(&self, b: usize) -> &[T] {
+        &self.entries[self.offsets[b]..self.offsets[b + 1]]
+    }
+}
+
+/// Splits `batches` into at most `parts` runs of whole batches with about as many rows each,
+/// with the position of each run's first row among all rows.
+fn chunks(batches: &[RecordBatch], parts: usize) -> Vec<(u64, &[RecordBatch])> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let per_part = total.div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::with_capacity(parts);
+    let (mut start, mut rows, mut offset, mut first_row) = (0usize, 0usize, 0u64, 0u64);
+    for (i, batch) in batches.iter().enumerate() {
+        rows += batch.num_rows();
+        offset += batch.num_rows() as u64;
+        if rows >= per_part || i + 1 == batches.len() {
+            out.push((first_row, &batches[start..=i]));
+            (start, rows, first_row) = (i + 1, 0, offset);
+        }
+    }
+    out
+}
+
+/// A scoped thread's result; its panic as an error.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .map_err(|_| DataFusionError::Internal("a join thread panicked".into()))?
+}
+
 /// For every entity row, the position of its match among all rows of `view.batches`, or `NONE`.
+///
+/// Both sides are scattered into hash buckets of the join key (one chunk of input per
+/// thread), then each thread sorts and merges its share of the buckets, a bucket at a time in
+/// cache. Within a bucket, entries sort by (key, time[, created]), so the merge sees each
+/// key's rows in time order.
 fn match_view(
-    left_keys: &[Option<i64>],
-    left_ts: &[Option<i64>],
+    left: &[RecordBatch],
+    left_ts: usize,
     view: &ViewInput,
-    parts: usize,
+    threads: usize,
 ) -> Result<Vec<u64>> {
-    // Build both sides' entries at once, one thread each.
-    let build_right = || -> Result<Vec<Vec<RightEntry>>> {
-        let mut right_parts: Vec<Vec<RightEntry>> = vec![Vec::new(); parts];
-        let mut offset = 0u64;
-        for batch in &view.batches {
-            let keys = int_keys(batch.column(0).as_ref())?;
-            let ts = times(batch.column(1).as_ref())?;
-            let created = if view.has_created {
-                times(batch.column(2).as_ref())?
-            } else {
-                Vec::new()
-            };
-            for row in 0..batch.num_rows() {
-                let (Some(key), Some(t)) = (keys[row], ts[row]) else {
-                    continue;
-                };
-                let c = created.get(row).copied().flatten().unwrap_or(i64::MIN);
-                right_parts[part_of(key, parts)].push(RightEntry {
-                    key,
-                    ts: t,
-                    created: c,
-                    reference: offset + row as u64,
-                });
-            }
-            offset += batch.num_rows() as u64;
-        }
-        Ok(right_parts)
-    };
-    let build_left = || -> Vec<Vec<LeftEntry>> {
-        let mut left_parts: Vec<Vec<LeftEntry>> = vec![Vec::new(); parts];
-        for (row, (key, ts)) in left_keys.iter().zip(left_ts).enumerate() {
-            if let (Some(key), Some(ts)) = (key, ts) {
-                left_parts[part_of(*key, parts)].push(LeftEntry {
-                    key: *key,
-                    ts: *ts,
-                    row: row as u64,
-                });
-            }
-        }
-        left_parts
-    };
-    let (right_parts, left_parts) = std::thread::scope(|scope| {
-        let left = scope.spawn(build_left);
-        let right = build_right();
-        (right, left.join())
-    });
-    let right_parts = right_parts?;
-    let left_parts =
-        left_parts.map_err(|_| DataFusionError::Internal("a join thread panicked".into()))?;
-    let ttl = view.ttl_ns;
-    let found: Vec<Vec<(u64, u64)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = right_parts
-            .into_iter()
-            .zip(left_parts)
-            .map(|(mut right, mut left)| {
+    let right_rows: usize = view.batches.iter().map(RecordBatch::num_rows).sum();
+    let left_rows: usize = left.iter().map(RecordBatch::num_rows).sum();
+    let bits = bucket_bits(right_rows.max(left_rows));
+    let t0 = std::time::Instant::now();
+    let right_chunks = chunks(&view.batches, threads);
+    let left_chunks = chunks(left, threads);
+    let (right, left) = std::thread::scope(|scope| {
+        let right: Vec<_> = right_chunks
+            .iter()
+            .map(|&(first, batches)| {
                 scope.spawn(move || {
-                    right.sort_unstable_by_key(|e| (e.key, e.ts, e.created));
-                    left.sort_unstable_by_key(|e| (e.key, e.ts));
-                    let mut out = Vec::with_capacity(left.len());
+                    Buckets::build(bits, |emit| {
+                        let mut reference = first;
+                        for batch in batches {
+                            let keys = int_keys(batch.column(0).as_ref())?;
+                            let ts = times(batch.column(1).as_ref())?;
+                            let created = if view.has_created {
+                                times(batch.column(2).as_ref())?
+                            } else {
+                                Vec::new()
+                            };
+                            for row in 0..batch.num_rows() {
+                                if let (Some(key), Some(t)) = (keys[row], ts[row]) {
+                                    let c = created.get(row).copied().flatten();
+                                    emit(
+                                        key,
+                                        RightEntry {
+                                            key,
+                                            ts: t,
+                                            created: c.unwrap_or(i64::MIN),
+                                            reference: reference + row as u64,
+                                        },
+                                    );
+                                }
+                            }
+                            reference += batch.num_rows() as u64;
+                        }
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        let left: Vec<_> = left_chunks
+            .iter()
+            .map(|&(first, batches)| {
+                scope.spawn(move || {
+                    Buckets::build(bits, |emit| {
+                        let mut row = first;
+                        for batch in batches {
+                            let keys = int_keys(batch.column(view.left_key).as_ref())?;
+                            let ts = times(batch.column(left_ts).as_ref())?;
+                            for (key, t) in keys.into_iter().zip(ts) {
+                                if let (Some(key), Some(ts)) = (key, t) {
+                                    emit(key, LeftEntry { key, ts, row });
+                                }
+                                row += 1;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        let right: Result<Vec<Buckets<RightEntry>>> = right.into_iter().map(joined).collect();
+        let left: Result<Vec<Buckets<LeftEntry>>> = left.into_iter().map(joined).collect();
+        (right, left)
+    });
+    let (right, left) = (right?, left?);
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "in-memory join: bucketed"
+    );
+    let matches: Vec<AtomicU64> = (0..left_rows).map(|_| AtomicU64::new(NONE)).collect();
+    let ttl = view.ttl_ns;
+    let buckets = 1usize << bits;
+    let per_thread = buckets.div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        for first in (0..buckets).step_by(per_thread) {
+            let (right, left, matches) = (&right, &left, &matches);
+            scope.spawn(move || {
+                let (mut r, mut l) = (Vec::new(), Vec::new());
+                for b in first..(first + per_thread).min(buckets) {
+                    l.clear();
+                    for part in left {
+                        l.extend_from_slice(part.bucket(b));
+                    }
+                    if l.is_empty() {
+                        continue;
+                    }
+                    r.clear();
+                    for part in right {
+                        r.extend_from_slice(part.bucket(b));
+                    }
+                    r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
+                    l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
                     let mut next = 0usize;
                     let mut candidate: Option<RightEntry> = None;
-                    for e in &left {
-                        while let Some(r) = right.get(next) {
-                            if (r.key, r.ts) <= (e.key, e.ts) {
-                                candidate = Some(*r);
+                    for e in &l {
+                        while let Some(c) = r.get(next) {
+                            if (c.key, c.ts) <= (e.key, e.ts) {
+                                candidate = Some(*c);
                                 next += 1;
                             } else {
                                 break;
@@ -190,23 +297,18 @@ fn match_view(
                             && c.key == e.key
                             && ttl.is_none_or(|ttl| c.ts >= e.ts.saturating_sub(ttl))
                         {
-                            out.push((e.row, c.reference));
+                            matches[e.row as usize].store(c.reference, Ordering::Relaxed);
                         }
                     }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+                }
+            });
+        }
     });
-    let mut matches = vec![NONE; left_keys.len()];
-    for (row, reference) in found.into_iter().flatten() {
-        matches[row as usize] = reference;
-    }
-    Ok(matches)
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "in-memory join: merged"
+    );
+    Ok(matches.into_iter().map(AtomicU64::into_inner).collect())
 }
 
 /// How one view's features are gathered into the output.
@@ -294,19 +396,11 @@ pub(crate) fn join(
             .map(|n| n.get())
             .unwrap_or(2)
             .max(1);
-        let mut left_ts_all: Vec<Option<i64>> = Vec::new();
-        for batch in &left {
-            left_ts_all.extend(times(batch.column(left_ts).as_ref())?);
-        }
         // Matches per view, computed one view at a time.
         let mut all_matches = Vec::with_capacity(views.len());
         let started = std::time::Instant::now();
         for view in &views {
-            let mut keys: Vec<Option<i64>> = Vec::with_capacity(left_ts_all.len());
-            for batch in &left {
-                keys.extend(int_keys(batch.column(view.left_key).as_ref())?);
-            }
-            all_matches.push(match_view(&keys, &left_ts_all, view, parts)?);
+            all_matches.push(match_view(&left, left_ts, view, parts)?);
         }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,

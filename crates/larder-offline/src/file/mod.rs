@@ -373,6 +373,13 @@ impl FileOfflineStore {
                 &entities.time_range,
             )
             .await?;
+            // The time-window filter only saves memory here: the merge never picks a row
+            // outside an entity row's window anyway, and filtering copies every batch. Row
+            // groups outside the window are still skipped by the scan's pruning predicate.
+            let source = sources::SourcePlan {
+                plan: without_filters(source.plan),
+                has_created: source.has_created,
+            };
             let rows = StatisticsContext::new()
                 .compute(source.plan.as_ref(), &StatisticsArgs::new())
                 .ok()
@@ -463,6 +470,21 @@ impl FileOfflineStore {
             .map(Some)
             .map_err(OfflineError::execution)
     }
+}
+
+/// `plan` without its row filters (those that keep their input's columns as they are).
+fn without_filters(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::filter::FilterExec;
+    let stripped = plan.clone().transform_down(|node| {
+        Ok(match node.downcast_ref::<FilterExec>() {
+            Some(filter) if filter.projection().is_none() => {
+                Transformed::yes(filter.input().clone())
+            }
+            _ => Transformed::no(node),
+        })
+    });
+    stripped.map(|t| t.data).unwrap_or(plan)
 }
 
 /// Where the entity rows hold `column`, the join key of `view`.
