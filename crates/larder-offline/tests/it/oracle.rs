@@ -58,6 +58,44 @@ fn oracle(features: &[FeatureRow], entities: &[EntityRow], ttl_hours: i64) -> Ve
         .collect()
 }
 
+/// The feature rows as a source file's batch. `created` of row i is its hour plus i
+/// seconds, so (event, created) never ties.
+fn feature_batch(features: &[FeatureRow]) -> arrow::array::RecordBatch {
+    let created = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Some(hours(f.hour) + i as i64 * 1_000_000));
+    batch(vec![
+        (
+            "driver_id",
+            ints(&features.iter().map(|f| f.key).collect::<Vec<_>>()),
+        ),
+        (
+            "event_timestamp",
+            ts_hours(&features.iter().map(|f| f.hour).collect::<Vec<_>>()),
+        ),
+        ("created", ts_array(created)),
+        (
+            "value",
+            floats(&features.iter().map(|f| f.value).collect::<Vec<_>>()),
+        ),
+    ])
+}
+
+/// The entity rows as a spine batch.
+fn spine_batch(entities: &[EntityRow]) -> arrow::array::RecordBatch {
+    batch(vec![
+        (
+            "driver_id",
+            ints(&entities.iter().map(|e| e.key).collect::<Vec<_>>()),
+        ),
+        (
+            "event_timestamp",
+            ts_array(entities.iter().map(|e| e.hour.map(hours))),
+        ),
+    ])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -70,17 +108,7 @@ proptest! {
         batch_size in 1usize..9,
         in_memory_join in any::<bool>(),
     ) {
-        let created: Vec<Option<i64>> = features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Some(hours(f.hour) + i as i64 * 1_000_000))
-            .collect();
-        let data = batch(vec![
-            ("driver_id", ints(&features.iter().map(|f| f.key).collect::<Vec<_>>())),
-            ("event_timestamp", ts_hours(&features.iter().map(|f| f.hour).collect::<Vec<_>>())),
-            ("created", ts_array(created)),
-            ("value", floats(&features.iter().map(|f| f.value).collect::<Vec<_>>())),
-        ]);
+        let data = feature_batch(&features);
         let ttl = if ttl_hours == 0 { "0".to_string() } else { format!("{ttl_hours}h") };
         let yaml = format!(
             "entities:\n  - {{name: driver, join_keys: [driver_id], value_type: Int64}}\n\
@@ -88,10 +116,7 @@ proptest! {
              feature_views:\n  - {{name: fv, entities: [driver], source: s, ttl: {ttl}, schema: [{{name: value, dtype: Float64}}]}}\n"
         );
         let fx = fixture(&yaml, &[("s.parquet", data.clone())]);
-        let spine = batch(vec![
-            ("driver_id", ints(&entities.iter().map(|e| e.key).collect::<Vec<_>>())),
-            ("event_timestamp", ts_array(entities.iter().map(|e| e.hour.map(hours)))),
-        ]);
+        let spine = spine_batch(&entities);
         let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
         options.partitions = partitions;
         options.batch_size = batch_size;
@@ -182,40 +207,12 @@ fn many_buckets_match_the_oracle() {
                 .and_then(|(_, f)| f.value)
         })
         .collect();
-    let created: Vec<Option<i64>> = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Some(hours(f.hour) + i as i64 * 1_000_000))
-        .collect();
-    let data = batch(vec![
-        (
-            "driver_id",
-            ints(&features.iter().map(|f| f.key).collect::<Vec<_>>()),
-        ),
-        (
-            "event_timestamp",
-            ts_hours(&features.iter().map(|f| f.hour).collect::<Vec<_>>()),
-        ),
-        ("created", ts_array(created)),
-        (
-            "value",
-            floats(&features.iter().map(|f| f.value).collect::<Vec<_>>()),
-        ),
-    ]);
+    let data = feature_batch(&features);
     let yaml = "entities:\n  - {name: driver, join_keys: [driver_id], value_type: Int64}\n\
          data_sources:\n  - {name: s, type: file, path: s.parquet, timestamp_field: event_timestamp, created_timestamp_column: created}\n\
          feature_views:\n  - {name: fv, entities: [driver], source: s, ttl: 24h, schema: [{name: value, dtype: Float64}]}\n";
     let fx = fixture(yaml, &[("s.parquet", data)]);
-    let spine = batch(vec![
-        (
-            "driver_id",
-            ints(&entities.iter().map(|e| e.key).collect::<Vec<_>>()),
-        ),
-        (
-            "event_timestamp",
-            ts_array(entities.iter().map(|e| e.hour.map(hours))),
-        ),
-    ]);
+    let spine = spine_batch(&entities);
     let mut options = larder_offline::FileStoreOptions::new(fx.dir.path());
     options.batch_size = 1000;
     options.partitions = 3;
