@@ -24,6 +24,15 @@ use parquet::arrow::ArrowWriter;
 pub const BASE_US: i64 = 1_735_689_600_000_000;
 pub const HOUR_US: i64 = 3_600_000_000;
 
+/// A multi-threaded runtime with two workers (the join code uses every core it is given).
+pub fn two_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub fn hours(h: i64) -> i64 {
     BASE_US + h * HOUR_US
 }

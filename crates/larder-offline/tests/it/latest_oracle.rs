@@ -156,11 +156,7 @@ proptest! {
         options.partitions = partitions;
         options.batch_size = batch_size;
         let store = larder_offline::FileOfflineStore::new(options).expect("store");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = two_thread_runtime();
         let out = runtime
             .block_on(pull_derived(
                 &fx,

@@ -122,11 +122,7 @@ proptest! {
         options.batch_size = batch_size;
         options.in_memory_join = in_memory_join;
         let store = larder_offline::FileOfflineStore::new(options).expect("store");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = two_thread_runtime();
         let out = runtime.block_on(run_with(
             &fx,
             &store,
@@ -217,11 +213,7 @@ fn many_buckets_match_the_oracle() {
     options.batch_size = 1000;
     options.partitions = 3;
     let store = larder_offline::FileOfflineStore::new(options).expect("store");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = two_thread_runtime();
     let out = runtime
         .block_on(run_with(
             &fx,
