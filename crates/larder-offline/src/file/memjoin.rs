@@ -4,9 +4,8 @@
 //! Instead of sorting wide rows, it sorts narrow (key, time, reference) entries: both sides are
 //! scattered into buckets by key hash (a few thousand feature rows each, on every core), each
 //! bucket is sorted and merged on its own in cache, and the result is, per entity row, a
-//! reference to the matching feature row. Entity rows
-//! never move: the output is every entity batch, in input order, with the matched feature
-//! values gathered next to it. Everything else (string or multi-column keys, inputs larger
+//! reference to the matching feature row. Entity rows never move: the output is every entity
+//! batch, in input order, with the matched feature values gathered next to it. Everything else (string or multi-column keys, inputs larger
 //! than the budget) takes the spilling DataFusion path.
 
 use std::sync::Arc;

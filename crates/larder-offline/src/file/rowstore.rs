@@ -204,17 +204,9 @@ fn fill(
         let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
         // A copy of a constant width is a move; of a variable width, a call to memcpy.
         match width {
-            1 => fill_slot::<1>(bytes, piece, stride, slot.offset),
-            2 => fill_slot::<2>(bytes, piece, stride, slot.offset),
-            4 => fill_slot::<4>(bytes, piece, stride, slot.offset),
-            8 => fill_slot::<8>(bytes, piece, stride, slot.offset),
-            16 => fill_slot::<16>(bytes, piece, stride, slot.offset),
-            _ => {
-                for (row, record) in piece.chunks_exact_mut(stride).enumerate() {
-                    record[slot.offset..slot.offset + width]
-                        .copy_from_slice(&bytes[row * width..row * width + width]);
-                }
-            }
+            4 => fill_slot(bytes, piece, stride, slot.offset, 4),
+            8 => fill_slot(bytes, piece, stride, slot.offset, 8),
+            w => fill_slot(bytes, piece, stride, slot.offset, w),
         }
         if let Some(at) = validity {
             let bit = 1u8 << (f % 8);
@@ -236,10 +228,15 @@ fn fill(
     }
 }
 
-/// Copies one feature's values, `W` bytes each, into their slot at `offset` of every record.
-fn fill_slot<const W: usize>(bytes: &[u8], piece: &mut [u8], stride: usize, offset: usize) {
-    for (record, value) in piece.chunks_exact_mut(stride).zip(bytes.chunks_exact(W)) {
-        record[offset..offset + W].copy_from_slice(value);
+/// Copies one feature's values, `width` bytes each, into their slot at `offset` of every
+/// record. Inlined, so each call with a constant width copies with moves.
+#[inline(always)]
+fn fill_slot(bytes: &[u8], piece: &mut [u8], stride: usize, offset: usize, width: usize) {
+    for (record, value) in piece
+        .chunks_exact_mut(stride)
+        .zip(bytes.chunks_exact(width))
+    {
+        record[offset..offset + width].copy_from_slice(value);
     }
 }
 
