@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use larder_offline::{DerivedKey, LATEST_CREATED_TS, LATEST_EVENT_TS};
-use larder_online::{timestamp_type, write_schema};
+use larder_online::{WriteOrderFn, timestamp_type, write_schema};
 use larder_spec::FeatureView;
 use larder_types::ScalarType;
 use larder_types::feast::{
@@ -56,7 +56,13 @@ pub struct WriteBatchEncoder {
     constant_key: Option<Vec<u8>>,
     features: Vec<(String, larder_types::ValueType)>,
     version: KeyVersion,
+    /// The online store's write order, prefixed to the derived key (see
+    /// [`derived_key`](Self::derived_key)).
+    order: Option<WriteOrderFn>,
 }
+
+/// Bytes of the write-order prefix of a derived key.
+pub const ORDER_PREFIX: usize = 8;
 
 impl WriteBatchEncoder {
     pub fn new(view: &FeatureView, version: KeyVersion) -> Result<Self, MaterializeError> {
@@ -98,7 +104,24 @@ impl WriteBatchEncoder {
                 .map(|f| (f.name.to_string(), f.dtype))
                 .collect(),
             version,
+            order: None,
         })
+    }
+
+    /// Orders the derived key by the online store's [`write_order`](
+    /// larder_online::OnlineStore::write_order) when it has one.
+    pub fn with_write_order(mut self, order: Option<WriteOrderFn>) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Bytes before the serialized key in each derived key value.
+    pub fn key_prefix(&self) -> usize {
+        if self.order.is_some() {
+            ORDER_PREFIX
+        } else {
+            0
+        }
     }
 
     /// Feature names in view order: the feature columns of every batch this encoder makes.
@@ -131,20 +154,33 @@ impl WriteBatchEncoder {
     /// [`ENTITY_KEY_COLUMN`]: materialization asks the offline store to key and order its
     /// rows by it, so the online store receives its writes in its own key order, and
     /// [`encode`](Self::encode) takes the keys from it instead of serializing them again.
+    /// With a write order, each value is the key's [`ORDER_PREFIX`]-byte order prefix
+    /// followed by the key (still injective, and sorting in the store's order).
     pub fn derived_key(&self) -> DerivedKey {
         let join_keys = self.join_keys.clone();
         let key_types = self.key_types.clone();
         let constant_key = self.constant_key.clone();
         let version = self.version;
+        let order = self.order;
         DerivedKey {
             name: ENTITY_KEY_COLUMN.to_owned(),
             data_type: DataType::Binary,
             derive: Arc::new(move |columns: &[ArrayRef]| {
                 let rows = columns.first().map_or(1, |c| c.len());
                 let names: Vec<&str> = join_keys.iter().map(String::as_str).collect();
-                let keys =
+                let mut keys =
                     serialize_keys(&names, columns, &key_types, version, &constant_key, rows)
                         .map_err(|e| e.to_string())?;
+                if let Some(order) = order {
+                    let mut ordered = ByteRows::with_capacity(rows, rows * (ORDER_PREFIX + 40));
+                    for key in keys.iter() {
+                        ordered.push_with(|buf| {
+                            buf.extend_from_slice(&order(key));
+                            buf.extend_from_slice(key);
+                        });
+                    }
+                    keys = ordered;
+                }
                 keys.into_binary_array()
                     .map(|a| Arc::new(a) as ArrayRef)
                     .ok_or_else(|| "more than 2 GiB of entity keys in one batch".to_owned())
@@ -158,9 +194,25 @@ impl WriteBatchEncoder {
     pub fn encode(&self, latest: &RecordBatch) -> Result<RecordBatch, MaterializeError> {
         let rows = latest.num_rows();
         if let Some(derived) = latest.column_by_name(ENTITY_KEY_COLUMN)
-            && derived.data_type() == &DataType::Binary
+            && let Some(derived) = derived.as_binary_opt::<i32>()
         {
-            return self.encode_with_keys(latest, derived.clone());
+            if self.order.is_none() {
+                return self.encode_with_keys(latest, Arc::new(derived.clone()));
+            }
+            let mut keys = Vec::with_capacity(derived.len());
+            for value in derived.iter() {
+                match value.and_then(|v| v.get(ORDER_PREFIX..)) {
+                    Some(key) => keys.push(key),
+                    None => {
+                        return Err(MaterializeError::Invalid {
+                            view: self.view.clone(),
+                            message: "a derived key value is shorter than its order prefix".into(),
+                        });
+                    }
+                }
+            }
+            let keys = arrow::array::BinaryArray::from_iter_values(keys);
+            return self.encode_with_keys(latest, Arc::new(keys));
         }
         let names: Vec<&str> = self.join_keys.iter().map(String::as_str).collect();
         let columns = match self.constant_key {
@@ -341,6 +393,54 @@ mod tests {
         assert!(rate.value(1).is_empty());
         let city = batch.column(4).as_binary::<i32>();
         assert_eq!(Value::decode(city.value(1)).unwrap(), Value::string("Rome"));
+    }
+
+    /// With a store's write order, the derived key is the order prefix then the key, and
+    /// the write batch carries the bare key again.
+    #[test]
+    fn a_write_order_prefixes_the_derived_key_and_is_stripped_on_encode() {
+        fn reversed(key: &[u8]) -> [u8; 8] {
+            let mut prefix = [0u8; 8];
+            for (p, k) in prefix.iter_mut().zip(key.iter().rev()) {
+                *p = *k;
+            }
+            prefix
+        }
+        let plain = WriteBatchEncoder::new(&view(true), KeyVersion::V3).unwrap();
+        let ordered = WriteBatchEncoder::new(&view(true), KeyVersion::V3)
+            .unwrap()
+            .with_write_order(Some(reversed));
+        assert_eq!(
+            (plain.key_prefix(), ordered.key_prefix()),
+            (0, ORDER_PREFIX)
+        );
+        let latest = latest(true);
+        let driver_ids = latest.column_by_name("driver_id").unwrap().clone();
+        let bare = (plain.derived_key().derive)(std::slice::from_ref(&driver_ids)).unwrap();
+        let prefixed = (ordered.derived_key().derive)(&[driver_ids]).unwrap();
+        let (bare, prefixed) = (bare.as_binary::<i32>(), prefixed.as_binary::<i32>());
+        for row in 0..2 {
+            let key = bare.value(row);
+            assert_eq!(&prefixed.value(row)[..ORDER_PREFIX], &reversed(key));
+            assert_eq!(&prefixed.value(row)[ORDER_PREFIX..], key);
+        }
+
+        let mut columns = latest.columns().to_vec();
+        columns.push(Arc::new(prefixed.clone()));
+        let mut fields: Vec<_> = latest.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            ENTITY_KEY_COLUMN,
+            DataType::Binary,
+            false,
+        )));
+        let with_key = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let batch = ordered.encode(&with_key).unwrap();
+        let keys = batch.column(0).as_binary::<i32>();
+        assert_eq!(
+            (keys.value(0), keys.value(1)),
+            (bare.value(0), bare.value(1))
+        );
+        assert_eq!(batch, plain.encode(&latest).unwrap());
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl InProcessEngine {
         progress: &ViewProgress,
     ) -> Result<ViewReport, MaterializeError> {
         let view_name = task.view.name.to_string();
-        let encoder = WriteBatchEncoder::new(&task.view, self.options.key_version)?;
+        let encoder = WriteBatchEncoder::new(&task.view, self.options.key_version)?
+            .with_write_order(self.online.write_order());
         let table = ViewTable::new(
             task.project.clone(),
             view_name.clone(),
@@ -113,7 +114,8 @@ impl InProcessEngine {
             source,
         };
         let mut derived_key = encoder.derived_key();
-        derived_key.keep = self.options.shard.map(Shard::key_filter);
+        let prefix = encoder.key_prefix();
+        derived_key.keep = self.options.shard.map(|shard| shard.key_filter(prefix));
         progress.set_phase(Phase::Reading);
         let latest = self
             .offline

@@ -66,9 +66,10 @@ impl Shard {
         self.count == 1 || Shard::of_key(key, self.count) == self.index
     }
 
-    /// The filter the offline store applies to the serialized key column, so a shard only
-    /// deduplicates its own keys.
-    pub(crate) fn key_filter(self) -> Arc<KeepKeyFn> {
+    /// The filter the offline store applies to the derived key column (each value the
+    /// serialized key after `prefix` bytes of write order), so a shard only deduplicates its
+    /// own keys.
+    pub(crate) fn key_filter(self, prefix: usize) -> Arc<KeepKeyFn> {
         Arc::new(move |column: &ArrayRef| {
             let keys = column
                 .as_any()
@@ -76,7 +77,12 @@ impl Shard {
                 .ok_or_else(|| format!("the key column is {}, not binary", column.data_type()))?;
             Ok(keys
                 .iter()
-                .map(|key| Some(key.is_some_and(|k| self.contains(k))))
+                .map(|key| {
+                    Some(
+                        key.and_then(|k| k.get(prefix..))
+                            .is_some_and(|k| self.contains(k)),
+                    )
+                })
                 .collect::<BooleanArray>())
         })
     }
@@ -178,7 +184,7 @@ mod tests {
         let mut total = 0;
         for index in 0..4 {
             let shard = Shard::new(index, 4).unwrap();
-            let kept = (shard.key_filter())(&column).unwrap();
+            let kept = (shard.key_filter(0))(&column).unwrap();
             for (key, keep) in keys.iter().zip(kept.iter()) {
                 assert_eq!(keep, Some(shard.contains(key)));
             }

@@ -27,8 +27,8 @@ pub use self::redis::{
 pub use error::{BoxError, OnlineError};
 #[cfg(feature = "postgres")]
 pub use postgres::{ConnType, PostgresConfig, PostgresOnlineStore, SslMode, postgres_table_name};
-pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_table_name};
+pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_key_slot, sqlite_table_name};
 pub use store::{
     CREATED_TS, ENTITY_KEY, EVENT_TS, OnlineCapabilities, OnlineStore, ReadRequest, ViewTable,
-    read_schema, timestamp_type, write_schema,
+    WriteOrderFn, read_schema, timestamp_type, write_schema,
 };

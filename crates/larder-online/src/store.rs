@@ -142,6 +142,23 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
         Ok(out)
     }
 
+    /// Whether a read of many keys is worth splitting over two threads right now: the store
+    /// reads in this process (CPU work, no network round trip to save) and no other read
+    /// is running (under concurrent reads the cores are busy anyway and the hand-off is pure
+    /// cost). The default: never.
+    fn split_read_hint(&self) -> bool {
+        false
+    }
+
+    /// The order this store's index keeps keys in, when it is not the serialized keys' own
+    /// byte order: a function giving each key an 8-byte prefix that sorts, as bytes, in
+    /// the store's order. Materialization sorts its rows by prefix, then key, so the
+    /// writes of a batch land on neighbouring pages instead of all over the index. `None`
+    /// (the default): the keys' own order serves.
+    fn write_order(&self) -> Option<WriteOrderFn> {
+        None
+    }
+
     /// Creates the tables of `keep` and drops those of `delete` (with all their rows).
     /// Idempotent: keeping an existing table leaves its rows, deleting a missing one is a
     /// no-op; a table in both lists ends up existing and empty. Errors: [`OnlineError::IncompatibleTable`] when a table to keep exists with
@@ -155,6 +172,9 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// Removes everything stored for these views (project teardown). Idempotent.
     async fn teardown(&self, tables: &[ViewTable]) -> Result<(), OnlineError>;
 }
+
+/// See [`OnlineStore::write_order`].
+pub type WriteOrderFn = fn(&[u8]) -> [u8; 8];
 
 /// The schema of a write batch for `features` (with the optional `created_ts` column).
 pub fn write_schema(features: &[&str]) -> SchemaRef {

@@ -5,15 +5,34 @@
 //!
 //! ```sql
 //! CREATE TABLE "{project}_{view}" (
-//!     entity_key BLOB NOT NULL PRIMARY KEY,  -- Feast-serialized entity key
-//!     event_ts   INTEGER NOT NULL,            -- µs since the Unix epoch, UTC
-//!     created_ts INTEGER,                     -- µs, NULL when the source has none
-//!     payload    BLOB NOT NULL                -- every feature of the row, packed
-//! ) WITHOUT ROWID
+//!     slot       INTEGER PRIMARY KEY,  -- the key's slot: its 64-bit hash, see below
+//!     entity_key BLOB NOT NULL,        -- Feast-serialized entity key
+//!     event_ts   INTEGER NOT NULL,     -- µs since the Unix epoch, UTC
+//!     created_ts INTEGER,              -- µs, NULL when the source has none
+//!     payload    BLOB NOT NULL         -- every feature of the row, packed
+//! )
 //! ```
 //!
-//! A read of N keys is N primary-key seeks in one clustered B-tree, each returning one
-//! blob; Feast's layout (one row per entity and feature) costs N × F seeks.
+//! A read of N keys is N rowid seeks in one table B-tree, each returning one row; Feast's
+//! layout (one row per entity and feature) costs N × F seeks.
+//!
+//! # Slots
+//!
+//! The table is keyed by an integer rather than by the entity key itself: the interior
+//! pages of a rowid table hold only integers (hundreds per page, so 100k rows are three
+//! levels deep) and a seek compares integers. Keyed by the blob (`WITHOUT ROWID`, the
+//! layout before version 2), every interior cell held a whole row, payload included: about
+//! 13 per page, five levels for 100k rows, each level a binary search over 37-byte keys
+//! that share their first 25 bytes; a 100-key read spent most of its time there.
+//!
+//! A key's home slot is [`key_slot`]: a multiply-rotate hash over the serialized key's
+//! little-endian 64-bit words (the last one zero-padded, the length mixed in first),
+//! finished with MurmurHash3's 64-bit mixer, as a signed integer. Two keys of a table may share a home
+//! slot (about once in 2^64 / n² tables of n keys); the later one then takes the next free
+//! slot (`slot + 1`, wrapping), so every row stores its `entity_key` and a reader probes
+//! from the home slot until it finds the key (found) or an empty slot (absent). Probing is
+//! correct because rows are never deleted one by one: a table only grows, is updated in
+//! place, or is dropped whole.
 //!
 //! # Payload
 //!
@@ -53,23 +72,59 @@ pub(crate) fn quote_ident(name: &str) -> String {
 pub(crate) fn create_table_sql(quoted: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {quoted} (\
-         entity_key BLOB NOT NULL PRIMARY KEY, \
+         slot INTEGER PRIMARY KEY, \
+         entity_key BLOB NOT NULL, \
          event_ts INTEGER NOT NULL, \
          created_ts INTEGER, \
          payload BLOB NOT NULL\
-         ) WITHOUT ROWID"
+         )"
     )
 }
 
-/// The newest-wins upsert: an equal event time overwrites, an older one is skipped (and
-/// then not counted by `sqlite3_changes`).
+/// The newest-wins upsert of a key at a slot: an equal event time overwrites, an older one
+/// is skipped. A slot held by another key is not touched either; both leave
+/// `sqlite3_changes` at 0, and [`occupant_sql`] tells them apart.
 pub(crate) fn upsert_sql(quoted: &str) -> String {
     format!(
-        "INSERT INTO {quoted} (entity_key, event_ts, created_ts, payload) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT(entity_key) DO UPDATE SET \
+        "INSERT INTO {quoted} (slot, entity_key, event_ts, created_ts, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT(slot) DO UPDATE SET \
          event_ts = excluded.event_ts, created_ts = excluded.created_ts, payload = excluded.payload \
-         WHERE excluded.event_ts >= {quoted}.event_ts"
+         WHERE {quoted}.entity_key = excluded.entity_key AND excluded.event_ts >= {quoted}.event_ts"
     )
+}
+
+/// The key stored at a slot.
+pub(crate) fn occupant_sql(quoted: &str) -> String {
+    format!("SELECT entity_key FROM {quoted} WHERE slot = ?1")
+}
+
+/// The home slot of a serialized entity key (see the module docs). Part of the file
+/// format: never change it without a new layout version.
+pub fn key_slot(key: &[u8]) -> i64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, bytes: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(29)
+    };
+    let mut h = u64::try_from(key.len()).unwrap_or(u64::MAX).wrapping_mul(K);
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        h = step(h, word);
+    }
+    if !words.remainder().is_empty() {
+        h = step(h, words.remainder());
+    }
+    // MurmurHash3's fmix64: every input bit reaches every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    i64::from_ne_bytes(h.to_ne_bytes())
 }
 
 /// Most keys bound in one `IN (...)` (SQLite's default limit is 32766 variables; small
@@ -93,7 +148,7 @@ pub(crate) fn select_sql(quoted: &str, size: usize) -> String {
     let mut sql = String::with_capacity(80 + quoted.len() + size * 2);
     let _ = write!(
         sql,
-        "SELECT entity_key, event_ts, payload FROM {quoted} WHERE entity_key IN (?"
+        "SELECT slot, entity_key, event_ts, payload FROM {quoted} WHERE slot IN (?"
     );
     for _ in 1..size {
         sql.push_str(",?");
@@ -103,7 +158,11 @@ pub(crate) fn select_sql(quoted: &str, size: usize) -> String {
 }
 
 /// The column names Larder's table has, in order (to recognise foreign tables).
-pub(crate) const COLUMNS: [&str; 4] = ["entity_key", "event_ts", "created_ts", "payload"];
+pub(crate) const COLUMNS: [&str; 5] = ["slot", "entity_key", "event_ts", "created_ts", "payload"];
+
+/// The columns of the layout before version 2 (`entity_key BLOB PRIMARY KEY`, `WITHOUT
+/// ROWID`): `apply` migrates such a table in place.
+pub(crate) const V1_COLUMNS: [&str; 4] = ["entity_key", "event_ts", "created_ts", "payload"];
 
 /// Why a payload could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]

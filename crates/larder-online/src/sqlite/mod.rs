@@ -16,42 +16,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 pub use self::config::SqliteConfig;
+pub use self::layout::key_slot as sqlite_key_slot;
 pub use self::layout::sqlite_table_name;
 use self::layout::{
-    COLUMNS, MAX_KEYS_PER_SELECT, PayloadWriter, create_table_sql, entries, quote_ident,
-    select_size, select_sql, upsert_sql,
+    COLUMNS, MAX_KEYS_PER_SELECT, PayloadWriter, V1_COLUMNS, create_table_sql, entries, key_slot,
+    occupant_sql, quote_ident, select_size, select_sql, upsert_sql,
 };
 use self::pool::Pool;
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder, all_missing};
-use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable};
+use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable, WriteOrderFn};
 
 /// Most keys of a request (over all its views) read on the calling thread.
 const INLINE_READ_KEYS: usize = 512;
 
-/// Fewest keys of a request over several views for which one view is read on a blocking
-/// thread while the others are read on the calling thread, when no other read is running
-/// (see [`SqliteOnlineStore::read_split`]).
-const SPLIT_READ_KEYS: usize = 48;
-
 /// Counts a `read_many` in flight for its lifetime.
 struct InFlight<'a> {
     counter: &'a AtomicUsize,
-    /// No other read was in flight when this one started.
-    alone: bool,
 }
 
 impl<'a> InFlight<'a> {
     fn enter(counter: &'a AtomicUsize) -> Self {
-        let before = counter.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            counter,
-            alone: before == 0,
-        }
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight { counter }
     }
 }
 
@@ -79,8 +70,8 @@ pub struct SqliteOnlineStore {
     pool: Pool,
     /// Serializes this store's writes (other processes are handled by `busy_timeout`).
     write_lock: tokio::sync::Mutex<()>,
-    /// `read_many` calls running now: a read splits its views over two threads only when
-    /// it is alone (see [`SqliteOnlineStore::read_split`]).
+    /// `read_many` calls running now: the facade splits a large read over two threads
+    /// only when none is (see [`OnlineStore::split_read_hint`]).
     reads_in_flight: AtomicUsize,
 }
 
@@ -110,62 +101,6 @@ impl SqliteOnlineStore {
     /// Opens the database at `path` with the default settings.
     pub fn open_path(path: &Path) -> Result<Self, OnlineError> {
         Self::open(&SqliteConfig::new(path))
-    }
-}
-
-impl SqliteOnlineStore {
-    /// A mid-sized read over several views, when no other read is running: the view with the
-    /// most keys on a pooled blocking thread, the others meanwhile on the calling thread (in
-    /// one snapshot), so the request takes about its largest view's time instead of the sum,
-    /// for the price of one hand-off (100 entities over two views through the Rust API: p50
-    /// about 0.51 to 0.41 ms, `bench/online`). Under concurrent reads the cores are busy
-    /// anyway and the hand-off is pure cost (the feature server's 100-entity requests at
-    /// concurrency 8: 2100 to 1500 requests/s when every read split), so they stay on their
-    /// thread. Each part reads its own snapshot; a materialization commits view by view, so
-    /// views never shared one anyway.
-    async fn read_split(
-        &self,
-        requests: &[ReadRequest<'_>],
-    ) -> Result<Vec<RecordBatch>, OnlineError> {
-        let largest = (0..requests.len())
-            .max_by_key(|&i| requests[i].keys.len())
-            .unwrap_or(0);
-        let request = &requests[largest];
-        let offloaded = OwnedRead::new(request.table, request.keys, request.features);
-        let here: Vec<OwnedRead> = requests
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != largest)
-            .map(|(_, r)| OwnedRead::new(r.table, r.keys, r.features))
-            .collect();
-        // `join` polls the blocking read first, which hands it to its thread, then runs the
-        // others here before waiting for it.
-        let (offloaded, here) = tokio::join!(
-            self.pool.run(move |conn| read_view(conn, &offloaded)),
-            self.pool.run_here(|conn| {
-                let tx = conn
-                    .transaction()
-                    .map_err(|e| sqlite_error(e, "(read transaction)"))?;
-                here.iter()
-                    .map(|r| read_view(&tx, r))
-                    .collect::<Result<Vec<_>, _>>()
-            }),
-        );
-        let mut here = here?.into_iter();
-        let mut offloaded = Some(offloaded?);
-        let mut out = Vec::with_capacity(requests.len());
-        for i in 0..requests.len() {
-            if i == largest {
-                out.extend(offloaded.take());
-            } else {
-                out.push(
-                    here.next().ok_or_else(|| {
-                        OnlineError::internal("a split read returned too few views")
-                    })?,
-                );
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -222,13 +157,7 @@ impl OnlineStore for SqliteOnlineStore {
         requests: &[ReadRequest<'_>],
     ) -> Result<Vec<RecordBatch>, OnlineError> {
         let keys: usize = requests.iter().map(|r| r.keys.len()).sum();
-        let in_flight = InFlight::enter(&self.reads_in_flight);
-        if requests.len() > 1
-            && (SPLIT_READ_KEYS..=INLINE_READ_KEYS).contains(&keys)
-            && in_flight.alone
-        {
-            return self.read_split(requests).await;
-        }
+        let _in_flight = InFlight::enter(&self.reads_in_flight);
         if keys <= INLINE_READ_KEYS {
             // A small read (well under a millisecond from pages the OS holds) runs on this
             // thread, all views in one snapshot: handing it to a blocking thread and back
@@ -258,6 +187,16 @@ impl OnlineStore for SqliteOnlineStore {
         futures::future::try_join_all(reads).await
     }
 
+    /// Reads are CPU work in this process: splitting pays when no other read runs.
+    fn split_read_hint(&self) -> bool {
+        self.reads_in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Slot order: rows sorted by it are appended to neighbouring pages of the table.
+    fn write_order(&self) -> Option<WriteOrderFn> {
+        Some(slot_order)
+    }
+
     async fn update_infra(
         &self,
         keep: &[ViewTable],
@@ -280,6 +219,10 @@ impl OnlineStore for SqliteOnlineStore {
                     drop_table(&tx, name)?;
                 }
                 for name in &keep {
+                    let columns = table_columns(&tx, name).map_err(|e| sqlite_error(e, name))?;
+                    if columns.iter().map(String::as_str).eq(V1_COLUMNS) {
+                        migrate_v1(&tx, name)?;
+                    }
                     tx.execute(&create_table_sql(&quote_ident(name)), [])
                         .map_err(|e| sqlite_error(e, name))?;
                     check_layout(&tx, name)?;
@@ -321,41 +264,104 @@ fn write_rows(
 ) -> Result<u64, OnlineError> {
     let err = |e| sqlite_error(e, name);
     let quoted = quote_ident(name);
-    let mut winners = rows.newest_per_key();
-    // In key order, consecutive upserts land on the same or the next B-tree page.
-    winners.sort_unstable_by_key(|&row| rows.key(row));
+    let mut winners: Vec<(i64, usize)> = rows
+        .newest_per_key()
+        .into_iter()
+        .map(|row| (key_slot(rows.key(row)), row))
+        .collect();
+    // In slot order, consecutive upserts land on the same or the next B-tree page.
+    winners.sort_unstable();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
     tx.prepare_cached(&create_table_sql(&quoted))
         .and_then(|mut create| create.execute([]))
         .map_err(err)?;
+    let mut upsert = SlotUpsert::new(&tx, &quoted).map_err(|e| table_error(&tx, e, name))?;
     let mut written = 0u64;
-    {
-        let mut upsert = tx.prepare_cached(&upsert_sql(&quoted)).map_err(err)?;
-        let mut payload = Vec::new();
-        for row in winners {
-            writer
-                .write(&mut payload, |feature| rows.value(feature, row))
-                .map_err(|feature| {
-                    OnlineError::invalid(format!(
-                        "a value of feature `{}` is larger than 4 GiB",
-                        features[feature]
-                    ))
-                })?;
-            let changed = upsert
-                .execute((
-                    rows.key(row),
-                    rows.event_ts(row),
-                    rows.created_ts(row),
-                    payload.as_slice(),
+    let mut payload = Vec::new();
+    for (slot, row) in winners {
+        writer
+            .write(&mut payload, |feature| rows.value(feature, row))
+            .map_err(|feature| {
+                OnlineError::invalid(format!(
+                    "a value of feature `{}` is larger than 4 GiB",
+                    features[feature]
                 ))
-                .map_err(err)?;
-            written += changed as u64;
-        }
+            })?;
+        let row = StoredRow {
+            key: rows.key(row),
+            event_ts: rows.event_ts(row),
+            created_ts: rows.created_ts(row),
+            payload: &payload,
+        };
+        let put = upsert.put(slot, &row, name);
+        written += u64::from(put.map_err(|e| explain_layout(&tx, e, name))?);
     }
+    drop(upsert);
     tx.commit().map_err(err)?;
     Ok(written)
+}
+
+/// The key's home slot as 8 bytes that sort like the slot (big-endian, sign bit flipped).
+fn slot_order(key: &[u8]) -> [u8; 8] {
+    let slot = u64::from_ne_bytes(key_slot(key).to_ne_bytes());
+    (slot ^ (1 << 63)).to_be_bytes()
+}
+
+/// One row as stored: the serialized entity key, event and created time (µs), payload.
+struct StoredRow<'a> {
+    key: &'a [u8],
+    event_ts: i64,
+    created_ts: Option<i64>,
+    payload: &'a [u8],
+}
+
+/// The newest-wins upsert of rows at their slots, probing past slots held by other keys.
+struct SlotUpsert<'c> {
+    upsert: rusqlite::CachedStatement<'c>,
+    occupant: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> SlotUpsert<'c> {
+    fn new(conn: &'c Connection, quoted: &str) -> rusqlite::Result<Self> {
+        Ok(SlotUpsert {
+            upsert: conn.prepare_cached(&upsert_sql(quoted))?,
+            occupant: conn.prepare_cached(&occupant_sql(quoted))?,
+        })
+    }
+
+    /// Writes `row` unless its key holds a newer event time; whether it was written. `home`
+    /// is `key_slot(row.key)`. From the home slot on, the first slot that is free or holds
+    /// this key is the key's (no row is ever deleted alone, so no gap hides a later one).
+    fn put(&mut self, home: i64, row: &StoredRow<'_>, name: &str) -> Result<bool, OnlineError> {
+        let err = |e| sqlite_error(e, name);
+        let mut slot = home;
+        loop {
+            let changed = self
+                .upsert
+                .execute((slot, row.key, row.event_ts, row.created_ts, row.payload))
+                .map_err(err)?;
+            if changed > 0 {
+                return Ok(true);
+            }
+            // Not written: the key holds a newer row here, or another key holds the slot.
+            let occupant: Option<Vec<u8>> = self
+                .occupant
+                .query_row([slot], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            match occupant {
+                Some(key) if key == row.key => return Ok(false),
+                Some(_) => slot = slot.wrapping_add(1),
+                None => {
+                    return Err(OnlineError::internal(format!(
+                        "the upsert into table `{name}` at free slot {slot} changed no row"
+                    )));
+                }
+            }
+        }
+    }
 }
 
 /// A read request copied so it can move to a blocking task: keys end to end in one buffer.
@@ -407,7 +413,7 @@ fn read_view(conn: &Connection, request: &OwnedRead) -> Result<RecordBatch, Onli
         Ok(()) => {}
         // Not materialized yet, or deleted: nothing is found.
         Err(e) if is_missing_table(&e) => return all_missing(&features, rows),
-        Err(e) => return Err(sqlite_error(e, &request.name)),
+        Err(e) => return Err(table_error(conn, e, &request.name)),
     }
 
     let slots = FeatureSlots::new(&features);
@@ -437,7 +443,9 @@ fn read_view(conn: &Connection, request: &OwnedRead) -> Result<RecordBatch, Onli
     builder.finish()
 }
 
-/// Selects the distinct keys in chunks, recording each found row in `found` (by key slot).
+/// Selects the distinct keys in chunks of slots, recording each found row in `found` (by
+/// key slot). A key whose home slot holds another key is looked up again at the next slot,
+/// round after round, until its own row or an empty slot turns up.
 fn fetch(
     conn: &Connection,
     name: &str,
@@ -446,25 +454,59 @@ fn fetch(
     payloads: &mut Vec<u8>,
 ) -> rusqlite::Result<()> {
     let quoted = quote_ident(name);
-    for chunk in index.unique().chunks(MAX_KEYS_PER_SELECT) {
-        let size = select_size(chunk.len());
-        let mut select = conn.prepare_cached(&select_sql(&quoted, size))?;
-        let Some(&last) = chunk.last() else { continue };
-        for i in 0..size {
-            // Padding repeats the last key; SQLite's IN list is a set.
-            select.raw_bind_parameter(i + 1, chunk.get(i).copied().unwrap_or(last))?;
-        }
-        let mut rows = select.raw_query();
-        while let Some(row) = rows.next()? {
-            let key = row.get_ref(0)?.as_blob()?;
-            let event_ts = row.get_ref(1)?.as_i64()?;
-            let payload = row.get_ref(2)?.as_blob()?;
-            if let Some(slot) = index.slot(key) {
-                let start = payloads.len();
-                payloads.extend_from_slice(payload);
-                found[slot] = Some((event_ts, start..payloads.len()));
+    let keys = index.unique();
+    // (slot to look at, key index), sorted by slot; the same slot may appear twice.
+    let mut pending: Vec<(i64, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (key_slot(key), i))
+        .collect();
+    let mut slots: Vec<i64> = Vec::with_capacity(pending.len());
+    // Per pending entry: whether its slot holds a row.
+    let mut occupied: Vec<bool> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        pending.sort_unstable();
+        slots.clear();
+        slots.extend(pending.iter().map(|&(slot, _)| slot));
+        slots.dedup();
+        occupied.clear();
+        occupied.resize(pending.len(), false);
+        for chunk in slots.chunks(MAX_KEYS_PER_SELECT) {
+            let size = select_size(chunk.len());
+            let mut select = conn.prepare_cached(&select_sql(&quoted, size))?;
+            let Some(&last) = chunk.last() else { continue };
+            for i in 0..size {
+                // Padding repeats the last slot; SQLite's IN list is a set.
+                select.raw_bind_parameter(i + 1, chunk.get(i).copied().unwrap_or(last))?;
+            }
+            let mut rows = select.raw_query();
+            while let Some(row) = rows.next()? {
+                let slot = row.get_ref(0)?.as_i64()?;
+                let key = row.get_ref(1)?.as_blob()?;
+                let start = pending.partition_point(|&(s, _)| s < slot);
+                for (at, &(s, k)) in pending.iter().enumerate().skip(start) {
+                    if s != slot {
+                        break;
+                    }
+                    occupied[at] = true;
+                    if keys[k] == key {
+                        let event_ts = row.get_ref(2)?.as_i64()?;
+                        let payload = row.get_ref(3)?.as_blob()?;
+                        let begin = payloads.len();
+                        payloads.extend_from_slice(payload);
+                        found[k] = Some((event_ts, begin..payloads.len()));
+                    }
+                }
             }
         }
+        // An empty slot ends a key's search (absent); another key's row sends it on.
+        let mut at = 0;
+        pending.retain_mut(|(slot, k)| {
+            let go_on = occupied[at] && found[*k].is_none();
+            at += 1;
+            *slot = slot.wrapping_add(1);
+            go_on
+        });
     }
     Ok(())
 }
@@ -475,15 +517,22 @@ fn drop_table(conn: &Connection, name: &str) -> Result<(), OnlineError> {
         .map_err(|e| sqlite_error(e, name))
 }
 
-/// Refuses a table that exists with other columns (Feast's layout, say).
-fn check_layout(conn: &Connection, name: &str) -> Result<(), OnlineError> {
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+/// The column names of table `name`, in order (none when it does not exist).
+fn table_columns(conn: &Connection, name: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
         .and_then(|mut stmt| {
             stmt.query_map([name], |row| row.get(0))?
                 .collect::<Result<_, _>>()
         })
-        .map_err(|e| sqlite_error(e, name))?;
+}
+
+/// The `IncompatibleTable` message of a table in the layout before version 2.
+const V1_LAYOUT: &str = "it has the layout of an earlier Larder, keyed by the entity key itself; \
+                         `larder apply` migrates it";
+
+/// Refuses a table that exists with other columns (Feast's layout, say).
+fn check_layout(conn: &Connection, name: &str) -> Result<(), OnlineError> {
+    let columns = table_columns(conn, name).map_err(|e| sqlite_error(e, name))?;
     if columns.iter().map(String::as_str).eq(COLUMNS) {
         return Ok(());
     }
@@ -492,6 +541,72 @@ fn check_layout(conn: &Connection, name: &str) -> Result<(), OnlineError> {
         table: name.to_owned(),
         message: format!("it has the columns {}", columns.join(", ")),
     })
+}
+
+/// [`sqlite_error`] for a statement on table `name`, saying so when the table is in the
+/// layout before version 2.
+fn table_error(conn: &Connection, err: rusqlite::Error, name: &str) -> OnlineError {
+    explain_layout(conn, sqlite_error(err, name), name)
+}
+
+/// `err`, or when it is an `IncompatibleTable` of a table in the layout before version 2,
+/// the error saying that `apply` migrates it.
+fn explain_layout(conn: &Connection, err: OnlineError, name: &str) -> OnlineError {
+    match err {
+        OnlineError::IncompatibleTable { store, table, .. }
+            if table_columns(conn, name)
+                .is_ok_and(|c| c.iter().map(String::as_str).eq(V1_COLUMNS)) =>
+        {
+            OnlineError::IncompatibleTable {
+                store,
+                table,
+                message: V1_LAYOUT.to_owned(),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Rewrites table `name` from the layout before version 2 into the current one, inside the
+/// caller's transaction (a failure rolls back to the old table, untouched).
+fn migrate_v1(conn: &Connection, name: &str) -> Result<(), OnlineError> {
+    let err = |e| sqlite_error(e, name);
+    let quoted = quote_ident(name);
+    let old = quote_ident(&format!("{name}__larder_v1"));
+    conn.execute_batch(&format!(
+        "ALTER TABLE {quoted} RENAME TO {old}; {}",
+        create_table_sql(&quoted)
+    ))
+    .map_err(err)?;
+    let mut rows = 0u64;
+    {
+        let mut upsert = SlotUpsert::new(conn, &quoted).map_err(err)?;
+        let mut read = conn
+            .prepare(&format!(
+                "SELECT entity_key, event_ts, created_ts, payload FROM {old}"
+            ))
+            .map_err(err)?;
+        let mut stored = read.query([]).map_err(err)?;
+        while let Some(r) = stored.next().map_err(err)? {
+            let key = r.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(err)?;
+            let row = StoredRow {
+                key,
+                event_ts: r.get(1).map_err(err)?,
+                created_ts: r.get(2).map_err(err)?,
+                payload: r.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(err)?,
+            };
+            upsert.put(key_slot(key), &row, name)?;
+            rows += 1;
+        }
+    }
+    conn.execute_batch(&format!("DROP TABLE {old}"))
+        .map_err(err)?;
+    tracing::info!(
+        table = name,
+        rows,
+        "migrated an SQLite online table to layout version 2"
+    );
+    Ok(())
 }
 
 fn sqlite_message(err: &rusqlite::Error) -> Option<&str> {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use larder_online::{
-    OnlineError, OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable, sqlite_table_name,
+    OnlineError, OnlineStore, SqliteConfig, SqliteOnlineStore, ViewTable, sqlite_key_slot,
+    sqlite_table_name,
 };
 use larder_types::feast::Value;
 
@@ -298,6 +299,175 @@ async fn feast_layout_table_is_refused() {
     incompatible(store.write_batch(&t, batch).await.expect_err("write"));
     let k = key(1);
     incompatible(store.read(&t, &[&k], &["f"]).await.expect_err("read"));
+}
+
+/// The home slots of keys are fixed by the file format: these must never change.
+#[test]
+fn key_slots_are_stable() {
+    // The layout's multiply-rotate word hash then fmix64, as a signed integer (computed
+    // independently in Python).
+    assert_eq!(sqlite_key_slot(b""), 0);
+    assert_eq!(sqlite_key_slot(b"larder"), -5871497508271268139);
+    let bytes: Vec<u8> = (0..37).collect();
+    assert_eq!(sqlite_key_slot(&bytes), 3097881650642703910);
+    assert_ne!(sqlite_key_slot(&key(2)), sqlite_key_slot(&key(1)));
+}
+
+/// Writes a row for another key straight into `slot` (a stand-in for a key whose home slot
+/// is the same as a real key's, which 64-bit hashes make too rare to find).
+fn occupy(raw: &rusqlite::Connection, table: &str, slot: i64, other: &[u8], event_ts: i64) {
+    raw.execute(
+        &format!(
+            "INSERT INTO \"{table}\" (slot, entity_key, event_ts, created_ts, payload) \
+             VALUES (?1, ?2, ?3, NULL, x'01')"
+        ),
+        rusqlite::params![slot, other, event_ts],
+    )
+    .expect("occupy a slot");
+}
+
+fn stored_at(raw: &rusqlite::Connection, table: &str, slot: i64) -> Option<(Vec<u8>, i64)> {
+    raw.query_row(
+        &format!("SELECT entity_key, event_ts FROM \"{table}\" WHERE slot = ?1"),
+        [slot],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+/// Keys whose home slot is taken by other keys probe on to the next free slot: they are
+/// written there, read back from there, updated newest-wins there, and the other keys'
+/// rows are never touched.
+#[tokio::test]
+async fn keys_probe_past_slots_taken_by_other_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view("v", &["f"]);
+    let name = sqlite_table_name(&t.project, &t.view);
+    store
+        .update_infra(std::slice::from_ref(&t), &[])
+        .await
+        .expect("create the table");
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    let (k1, k2) = (key(1), key(2));
+    let (h1, h2) = (sqlite_key_slot(&k1), sqlite_key_slot(&k2));
+    // Key 1's home and the next slot are taken by two other keys; key 2's home is free.
+    occupy(&raw, &name, h1, b"other-a", 1_000);
+    occupy(&raw, &name, h1.wrapping_add(1), b"other-b", 1_000);
+
+    let v = |n| vec![Some(Value::int64(n))];
+    assert_eq!(write(&store, &t, &[(1, 10, v(1)), (2, 10, v(2))]).await, 2);
+    assert_eq!(
+        stored_at(&raw, &name, h1.wrapping_add(2)),
+        Some((k1.clone(), 10))
+    );
+    assert_eq!(stored_at(&raw, &name, h2), Some((k2.clone(), 10)));
+    // Newer wins at the probed slot, older is skipped, and nothing lands anywhere else.
+    assert_eq!(write(&store, &t, &[(1, 20, v(3))]).await, 1);
+    assert_eq!(write(&store, &t, &[(1, 15, v(4))]).await, 0);
+    let got = read(&store, &t, &[1, 2, 3, 1], &["f"]).await;
+    assert_eq!(
+        (0..4)
+            .map(|r| (ts(&got, r), value(&got, 0, r)))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some(20), Some(Value::int64(3))),
+            (Some(10), Some(Value::int64(2))),
+            (None, None),
+            (Some(20), Some(Value::int64(3))),
+        ]
+    );
+    assert_eq!(
+        stored_at(&raw, &name, h1),
+        Some((b"other-a".to_vec(), 1_000))
+    );
+    assert_eq!(
+        stored_at(&raw, &name, h1.wrapping_add(1)),
+        Some((b"other-b".to_vec(), 1_000))
+    );
+    let rows: i64 = raw
+        .query_row(&format!("SELECT count(*) FROM \"{name}\""), [], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(rows, 4);
+}
+
+/// A table in the layout before version 2 (keyed by the entity key blob) is refused with
+/// a message saying `apply` migrates it; `apply` (update_infra) rewrites it in place with
+/// every row kept.
+#[tokio::test]
+async fn apply_migrates_the_layout_before_slots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view("v", &["a", "b"]);
+    let name = sqlite_table_name(&t.project, &t.view);
+    // Rows of the old layout hold the same payloads: write them through a current table,
+    // then copy them into a table of the old shape.
+    let rows: Vec<Row> = (0..300)
+        .map(|id| {
+            (
+                id,
+                100 + id,
+                vec![
+                    Some(Value::int64(id)),
+                    Some(Value::string(format!("s{id}"))),
+                ],
+            )
+        })
+        .collect();
+    write(&store, &t, &rows).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch(&format!(
+        "CREATE TABLE old (entity_key BLOB NOT NULL PRIMARY KEY, event_ts INTEGER NOT NULL, \
+         created_ts INTEGER, payload BLOB NOT NULL) WITHOUT ROWID; \
+         INSERT INTO old SELECT entity_key, event_ts, created_ts, payload FROM \"{name}\"; \
+         DROP TABLE \"{name}\"; ALTER TABLE old RENAME TO \"{name}\";"
+    ))
+    .expect("turn the table into the old layout");
+
+    let advice = |what: &str, err: OnlineError| {
+        assert!(
+            matches!(err, OnlineError::IncompatibleTable { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("`larder apply` migrates it"),
+            "{what}: {err}"
+        );
+    };
+    let k = key(1);
+    advice(
+        "read",
+        store.read(&t, &[&k], &["a"]).await.expect_err("read"),
+    );
+    let batch = crate::conformance::batch(&t, &[(1, 1, vec![None, None])]);
+    advice(
+        "write",
+        store.write_batch(&t, batch).await.expect_err("write"),
+    );
+
+    store
+        .update_infra(std::slice::from_ref(&t), &[])
+        .await
+        .expect("migrate");
+    let ids: Vec<i64> = (0..300).collect();
+    let got = read(&store, &t, &ids, &["a", "b"]).await;
+    for id in 0..300 {
+        let r = usize::try_from(id).expect("small");
+        assert_eq!(ts(&got, r), Some(100 + id));
+        assert_eq!(value(&got, 0, r), Some(Value::int64(id)));
+        assert_eq!(value(&got, 1, r), Some(Value::string(format!("s{id}"))));
+    }
+    // The migrated table takes newest-wins writes, and a second apply changes nothing.
+    assert_eq!(write(&store, &t, &[(7, 1, vec![None, None])]).await, 0);
+    store
+        .update_infra(std::slice::from_ref(&t), &[])
+        .await
+        .expect("apply again");
+    assert_eq!(ts(&read(&store, &t, &[7], &["a"]).await, 0), Some(107));
 }
 
 #[tokio::test]

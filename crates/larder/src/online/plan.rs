@@ -2,6 +2,7 @@
 //! once against a registry snapshot and reused for every request.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use larder_online::ViewTable;
 use larder_spec::{Definitions, FeatureSelection, ResolvedView, resolve_features};
@@ -17,15 +18,15 @@ use crate::error::Error;
 ///
 /// Building a plan does every registry lookup of a request; [`OnlineReader::read`] then only
 /// touches the entity values and the store. A server caches plans per snapshot and
-/// selection. A plan is immutable and cheap to share (`Arc<OnlinePlan>`).
+/// selection. A plan is immutable and cheap to clone (its parts are shared).
 ///
 /// [`OnlineReader::read`]: super::OnlineReader::read
 #[derive(Clone, Debug)]
 pub struct OnlinePlan {
     /// Distinct (request column, declared type) pairs the views need, in order of first use.
-    pub(crate) key_columns: Vec<KeyColumn>,
+    pub(crate) key_columns: Arc<[KeyColumn]>,
     /// In order of first reference.
-    pub(crate) views: Vec<PlanView>,
+    pub(crate) views: Arc<[PlanView]>,
 }
 
 /// An entity column a view's key is built from, and the type its values are read as.
@@ -78,7 +79,10 @@ impl OnlinePlan {
         {
             return Err(OnlineRequestError::NameCollision { name: name.clone() }.into());
         }
-        Ok(OnlinePlan { key_columns, views })
+        Ok(OnlinePlan {
+            key_columns: key_columns.into(),
+            views: views.into(),
+        })
     }
 
     /// Output names of the requested features, in response order (the response starts with

@@ -97,6 +97,8 @@ struct Counting {
     reads: AtomicUsize,
     read_manys: AtomicUsize,
     keys_per_view: std::sync::Mutex<Vec<usize>>,
+    /// Passes the inner store's `split_read_hint` on (otherwise: never split).
+    split: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -123,6 +125,9 @@ impl OnlineStore for Counting {
         self.read_manys.fetch_add(1, Ordering::SeqCst);
         *self.keys_per_view.lock().expect("lock") = requests.iter().map(|r| r.keys.len()).collect();
         self.inner.read_many(requests).await
+    }
+    fn split_read_hint(&self) -> bool {
+        self.split.load(Ordering::SeqCst) && self.inner.split_read_hint()
     }
     async fn update_infra(
         &self,
@@ -159,6 +164,7 @@ impl Fixture {
             reads: AtomicUsize::new(0),
             read_manys: AtomicUsize::new(0),
             keys_per_view: std::sync::Mutex::new(Vec::new()),
+            split: std::sync::atomic::AtomicBool::new(false),
         });
         let reader = OnlineReader::new(store.clone(), KeyVersion::V3);
         Fixture {

@@ -234,6 +234,80 @@ async fn one_store_round_trip_per_request() {
     );
 }
 
+/// A request split over two threads (the SQLite store says splitting pays when no other
+/// read runs) answers exactly as one read: values, statuses, timestamps, in row order,
+/// with duplicates, unknown keys, a ttl and an odd row count across the halves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_read_answers_like_one_read() {
+    let fx = Fixture::new();
+    let driver_rows: Vec<StoredRow> = (0..80)
+        .map(|i| {
+            let trips = if i % 7 == 0 {
+                None
+            } else {
+                cell(Value::int64(i))
+            };
+            let cells = vec![cell(Value::float(i as f32 / 10.0)), trips, Some(Vec::new())];
+            // Every third row is older than the 1h ttl at T0.
+            (
+                driver_key(i),
+                T0 - if i % 3 == 0 { 2 * HOUR } else { HOUR / 2 },
+                cells,
+            )
+        })
+        .collect();
+    fx.write("driver_stats", driver_rows).await;
+    let customer_rows: Vec<StoredRow> = (0..40)
+        .map(|i| {
+            let cells = vec![cell(Value::double(i as f64)), None, None];
+            (customer_key(&format!("c{i}")), T0 - HOUR, cells)
+        })
+        .collect();
+    fx.write("customer_profile", customer_rows).await;
+
+    let refs = [
+        "driver_stats:conv_rate",
+        "driver_stats:trips",
+        "driver_stats:note",
+        "customer_profile:balance",
+    ];
+    // 101 rows: keys 0..=95 (16 of them unknown to the store), then repeats.
+    let ids: Vec<i64> = (0..96).chain([5, 5, 90, 0, 17]).collect();
+    let entities = || {
+        vec![
+            ("driver_id", ids.iter().map(|&i| json!(i)).collect()),
+            (
+                "customer_id",
+                ids.iter().map(|&i| json!(format!("c{}", i / 2))).collect(),
+            ),
+        ]
+    };
+    let whole = fx
+        .read(&refs, false, entities(), T0)
+        .await
+        .expect("one read");
+    assert_eq!(fx.read_manys(), 1);
+    fx.store.split.store(true, Ordering::SeqCst);
+    let split = fx
+        .read(&refs, false, entities(), T0)
+        .await
+        .expect("split read");
+    assert_eq!(fx.read_manys(), 3, "one read_many per half");
+    assert_eq!(split, whole);
+    assert_eq!(split.results[2].len(), ids.len());
+    // Spot checks against the stored rows.
+    let trips = &split.results[3];
+    assert_eq!(trips.statuses[7], NotFound, "7 % 7 == 0: not stored");
+    assert_eq!(
+        (&trips.values[8], trips.statuses[8]),
+        (&Value::int64(8), Present)
+    );
+    assert_eq!(trips.statuses[9], OutsideMaxAge);
+    assert_eq!(trips.statuses[85], NotFound, "unknown key");
+    assert_eq!(trips.values[96], Value::int64(5));
+    assert_eq!(split.results[4].statuses[10], NullValue);
+}
+
 #[tokio::test]
 async fn names_follow_views_in_first_reference_then_request_order() {
     let fx = Fixture::new();
