@@ -418,16 +418,25 @@ fn assemble_view(
                 view.table.view
             ))
         })?;
+        let stored = |u: usize| {
+            let ts = event_ts.is_valid(u).then(|| event_ts.value(u));
+            cell(view, feature, ts, column, u, now)
+        };
+        if unique == slots.len() {
+            // No duplicate rows: slot `u` is row `u` (slots follow first appearance), so
+            // each cell goes straight to its row.
+            debug_assert!(slots.iter().enumerate().all(|(row, &slot)| row == slot));
+            let mut vector = FeatureVector::with_capacity(capacity.max(unique));
+            for u in 0..unique {
+                let (value, status, ts) = stored(u)?;
+                vector.push(value, status, ts);
+            }
+            columns.push((output.clone(), vector));
+            continue;
+        }
         cells.clear();
         for u in 0..unique {
-            cells.push(cell(
-                view,
-                feature,
-                event_ts.is_valid(u).then(|| event_ts.value(u)),
-                column,
-                u,
-                now,
-            )?);
+            cells.push(stored(u)?);
         }
         left.clear();
         left.extend_from_slice(&uses);
