@@ -175,6 +175,12 @@ pub trait OfflineStore: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// The number of rows `source` holds, when this store can tell from metadata alone
+    /// (Parquet footers) without reading the data; `None` otherwise. Used to size defaults.
+    async fn source_rows(&self, _source: &DataSource) -> Option<u64> {
+        None
+    }
+
     /// Appends `rows` to `source` (an offline push). `rows` has exactly the source's columns
     /// with the types of [`source_schema`](OfflineStore::source_schema). Existing data is
     /// never rewritten or lost: a file source gets a new file, written under a temporary

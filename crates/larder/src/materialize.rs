@@ -94,6 +94,16 @@ impl MaterializationReport {
 /// 437 MB); deduplication spills past it.
 const DEFAULT_RUN_MEMORY: usize = 64 << 20;
 
+/// The default run memory when all sources together hold at most [`SMALL_RUN_ROWS`] rows
+/// (known from file metadata): enough that their deduplication neither spills nor sorts
+/// in one partition. The Feast peer's data (1.2M rows): 0.92-0.98 s and 188 MB peak RSS
+/// against 1.03-1.38 s and 154 MB with [`DEFAULT_RUN_MEMORY`].
+const SMALL_RUN_MEMORY: usize = 256 << 20;
+
+/// Most source rows a run materializes with [`SMALL_RUN_MEMORY`] by default; larger runs
+/// spill anyway, and do so with less memory held.
+const SMALL_RUN_ROWS: u64 = 2_000_000;
+
 impl FeatureStore {
     /// Resolves which views a run materializes and over which windows, from the registry.
     ///
@@ -208,7 +218,10 @@ impl FeatureStore {
                     .unwrap_or(2)
             })
             .clamp(1, plan.views.len().max(1));
-        let total_memory = plan.options.memory_limit.unwrap_or(DEFAULT_RUN_MEMORY);
+        let total_memory = match plan.options.memory_limit {
+            Some(limit) => limit,
+            None => self.default_run_memory(&plan).await,
+        };
         let shard = plan.options.shard;
         let engine = self.materialization_engine(total_memory / parallelism, &plan)?;
         let permits = Arc::new(Semaphore::new(parallelism));
@@ -315,6 +328,39 @@ impl FeatureStore {
 
     /// The engine named by `batch_engine`, writing to the configured online store; a
     /// shard (worker mode) always runs in this process.
+    /// The run's deduplication memory when none is given: [`SMALL_RUN_MEMORY`] when the
+    /// offline store can count the views' source rows and they are at most
+    /// [`SMALL_RUN_ROWS`], else [`DEFAULT_RUN_MEMORY`].
+    async fn default_run_memory(&self, plan: &MaterializationPlan) -> usize {
+        let Ok(offline) = self.offline_store() else {
+            return DEFAULT_RUN_MEMORY;
+        };
+        let mut rows = 0u64;
+        for planned in &plan.views {
+            let source = plan
+                .definitions
+                .data_sources
+                .get(&planned.view.batch_source);
+            let counted = match source {
+                Some(source) => offline.source_rows(source).await,
+                None => None,
+            };
+            match counted {
+                Some(n) => rows = rows.saturating_add(n),
+                None => return DEFAULT_RUN_MEMORY,
+            }
+        }
+        if rows <= SMALL_RUN_ROWS {
+            tracing::debug!(
+                rows,
+                "small sources: materializing with the larger default memory"
+            );
+            SMALL_RUN_MEMORY
+        } else {
+            DEFAULT_RUN_MEMORY
+        }
+    }
+
     fn materialization_engine(
         &self,
         memory_limit: usize,

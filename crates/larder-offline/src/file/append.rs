@@ -30,7 +30,7 @@ pub(crate) fn pushed_dir(path: &str) -> PathBuf {
     PathBuf::from(format!("{path}.pushed"))
 }
 
-fn file_source(source: &DataSource) -> Result<&FileSource, OfflineError> {
+pub(super) fn file_source(source: &DataSource) -> Result<&FileSource, OfflineError> {
     match &source.kind {
         SourceKind::File(file) => Ok(file),
         other => Err(OfflineError::UnsupportedAppend {

@@ -201,6 +201,21 @@ fn with_contract_schema(
 }
 
 /// Rows of the Parquet files at `path` from their footers, when every file has the count.
+/// The rows of a Parquet file source, from its footers; `None` for other sources or when
+/// they cannot be read.
+pub(crate) async fn source_file_rows(
+    store: &FileOfflineStore,
+    source: &larder_spec::DataSource,
+) -> Option<u64> {
+    let file = super::append::file_source(source).ok()?;
+    match file.file_format {
+        FileFormat::Parquet => {
+            parquet_rows(&store.session(1), &resolve_path(store, &file.path)).await
+        }
+        FileFormat::Csv => None,
+    }
+}
+
 async fn parquet_rows(ctx: &SessionContext, path: &str) -> Option<u64> {
     let counted = async {
         let plan = read_file(ctx, path, FileFormat::Parquet)

@@ -223,6 +223,10 @@ impl OfflineStore for FileOfflineStore {
         append::source_schema(self, source).await
     }
 
+    async fn source_rows(&self, source: &DataSource) -> Option<u64> {
+        latest::source_file_rows(self, source).await
+    }
+
     async fn append(
         &self,
         source: &DataSource,

@@ -8,7 +8,7 @@ use arrow::array::{
     TimestampNanosecondArray, TimestampSecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
-use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS};
+use larder_offline::{LATEST_CREATED_TS, LATEST_EVENT_TS, OfflineStore};
 
 use crate::backends::{Backend, backends, fixture_on, store_for};
 use crate::harness::*;
@@ -637,4 +637,31 @@ feature_views:
         message.starts_with("cannot read data source `gone` at `gone.parquet`:"),
         "{message}"
     );
+}
+
+/// A Parquet source's row count comes from its footers (what materialization sizes its
+/// default memory by); a CSV source's is not known without reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_rows_come_from_parquet_footers() {
+    let data = batch(vec![
+        ("driver_id", ints(&(0..2500).collect::<Vec<_>>())),
+        ("event_timestamp", ts_hours(&vec![1; 2500])),
+    ]);
+    let yaml = r#"
+data_sources:
+  - {name: src, type: file, path: data/src.parquet, timestamp_field: event_timestamp}
+  - {name: csv, type: file, path: data/src.csv, file_format: csv, timestamp_field: event_timestamp}
+"#;
+    let fx = fixture_unchecked(yaml, &[("data/src.parquet", data)]);
+    let store = store(&fx, None, 2);
+    let source = |name: &str| {
+        fx.defs
+            .data_sources
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, s)| s)
+            .expect("source")
+    };
+    assert_eq!(store.source_rows(source("src")).await, Some(2500));
+    assert_eq!(store.source_rows(source("csv")).await, None);
 }
