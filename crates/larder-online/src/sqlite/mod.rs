@@ -59,8 +59,9 @@ const STORE: &str = "sqlite";
 ///
 /// Several processes may share the file (`larder serve` reads while `larder materialize`
 /// writes). Each view is a table `{project}_{view}` (see [`sqlite_table_name`]) with one
-/// row per entity key: `entity_key BLOB PRIMARY KEY, event_ts INTEGER (µs), created_ts
-/// INTEGER, payload BLOB` (`WITHOUT ROWID`), the payload packing the row's features as
+/// row per entity key: `slot INTEGER PRIMARY KEY` (the key's hash, see [`sqlite_key_slot`]),
+/// `entity_key BLOB, event_ts INTEGER (µs), created_ts INTEGER, payload BLOB`, the payload
+/// packing the row's features as
 /// named entries (`u8 version 1`, then per feature `u16 name length · name · u32 value
 /// length · serialized Value`), so rows survive view schema changes. Share it as
 /// `Arc<dyn OnlineStore>`; blocking SQLite work runs on a small connection pool in
@@ -588,14 +589,14 @@ fn migrate_v1(conn: &Connection, name: &str) -> Result<(), OnlineError> {
             .map_err(err)?;
         let mut stored = read.query([]).map_err(err)?;
         while let Some(r) = stored.next().map_err(err)? {
-            let key = r.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(err)?;
+            let blob = |i| -> rusqlite::Result<&[u8]> { Ok(r.get_ref(i)?.as_blob()?) };
             let row = StoredRow {
-                key,
+                key: blob(0).map_err(err)?,
                 event_ts: r.get(1).map_err(err)?,
                 created_ts: r.get(2).map_err(err)?,
-                payload: r.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(err)?,
+                payload: blob(3).map_err(err)?,
             };
-            upsert.put(key_slot(key), &row, name)?;
+            upsert.put(key_slot(row.key), &row, name)?;
             rows += 1;
         }
     }
