@@ -3,8 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, TimestampMicrosecondBuilder};
+use std::ops::Range;
+
+use arrow::array::{
+    ArrayRef, BinaryArray, BooleanBufferBuilder, RecordBatch, TimestampMicrosecondArray,
+};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
+use foldhash::fast::RandomState;
 
 use crate::error::OnlineError;
 use crate::store::read_schema;
@@ -15,7 +21,9 @@ use crate::store::read_schema;
 pub struct KeyIndex<'k> {
     unique: Vec<&'k [u8]>,
     slots: Vec<usize>,
-    map: HashMap<&'k [u8], usize>,
+    /// foldhash, seeded per process: a third of SipHash's cost on 30-byte keys, and keys
+    /// chosen by a client cannot be aimed at one bucket without the seed.
+    map: HashMap<&'k [u8], usize, RandomState>,
 }
 
 impl<'k> KeyIndex<'k> {
@@ -23,7 +31,7 @@ impl<'k> KeyIndex<'k> {
         let mut index = KeyIndex {
             unique: Vec::with_capacity(keys.len()),
             slots: Vec::with_capacity(keys.len()),
-            map: HashMap::with_capacity(keys.len()),
+            map: HashMap::with_capacity_and_hasher(keys.len(), RandomState::default()),
         };
         for key in keys {
             let next = index.unique.len();
@@ -59,7 +67,7 @@ pub struct FeatureSlots<'f> {
     names: Vec<&'f str>,
     column_slot: Vec<usize>,
     /// Only for many features; a linear scan is faster for a few.
-    map: Option<HashMap<&'f [u8], usize>>,
+    map: Option<HashMap<&'f [u8], usize, RandomState>>,
 }
 
 const LINEAR_SCAN_MAX: usize = 12;
@@ -130,11 +138,21 @@ impl<'f> FeatureSlots<'f> {
 
 /// Appends result rows in request order and builds the batch of
 /// [`read_schema`]`(features)`.
+///
+/// Rows go into one row-major staging buffer; [`finish`](Self::finish) lays the cells out
+/// column by column in one values buffer that every column's array shares, with one offsets
+/// buffer and one validity bitmap sliced per column. A read of one key and 15 features
+/// allocates about 20 times instead of about 80 with a `BinaryBuilder` per column, which
+/// was most of a small read's cost.
 #[derive(Debug)]
 pub struct ReadBatchBuilder {
     schema: SchemaRef,
-    event_ts: TimestampMicrosecondBuilder,
-    columns: Vec<BinaryBuilder>,
+    /// Per row: the event time, `None` when the key was not found.
+    event_ts: Vec<Option<i64>>,
+    /// Per row, per distinct feature slot: the cell's bytes in `data`, `None` when missing.
+    cells: Vec<Option<Range<usize>>>,
+    data: Vec<u8>,
+    slots: usize,
     column_slot: Vec<usize>,
 }
 
@@ -142,48 +160,123 @@ impl ReadBatchBuilder {
     pub fn new(features: &FeatureSlots<'_>, requested: &[&str], rows: usize) -> Self {
         ReadBatchBuilder {
             schema: read_schema(requested),
-            event_ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            columns: (0..requested.len())
-                .map(|_| BinaryBuilder::with_capacity(rows, rows * 16))
-                .collect(),
+            event_ts: Vec::with_capacity(rows),
+            cells: Vec::with_capacity(rows * features.len()),
+            data: Vec::with_capacity(rows * features.len() * 12),
+            slots: features.len(),
             column_slot: features.column_slot.clone(),
         }
     }
 
     /// A key that was not found: null timestamp and values.
     pub fn push_missing(&mut self) {
-        self.event_ts.append_null();
-        for column in &mut self.columns {
-            column.append_null();
-        }
+        self.event_ts.push(None);
+        self.cells.extend(std::iter::repeat_n(None, self.slots));
     }
 
     /// A found key: its event time (µs) and the value of each feature slot (`None` when
     /// the feature is missing from the row).
     pub fn push_found(&mut self, event_ts: i64, values: &[Option<&[u8]>]) {
-        self.event_ts.append_value(event_ts);
-        for (column, &slot) in self.columns.iter_mut().zip(&self.column_slot) {
-            column.append_option(values[slot]);
+        self.event_ts.push(Some(event_ts));
+        for slot in 0..self.slots {
+            let cell = values.get(slot).copied().flatten().map(|value| {
+                let start = self.data.len();
+                self.data.extend_from_slice(value);
+                start..self.data.len()
+            });
+            self.cells.push(cell);
         }
     }
 
-    pub fn finish(mut self) -> Result<RecordBatch, OnlineError> {
-        let event_ts = self.event_ts.finish();
+    pub fn finish(self) -> Result<RecordBatch, OnlineError> {
+        let ReadBatchBuilder {
+            schema,
+            event_ts,
+            cells,
+            data,
+            slots,
+            column_slot,
+        } = self;
         let rows = event_ts.len();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 1);
-        arrays.push(Arc::new(event_ts));
-        arrays.extend(
-            self.columns
-                .iter_mut()
-                .map(|c| Arc::new(c.finish()) as ArrayRef),
-        );
+        let columns = column_slot.len();
+        let cell = |row: usize, column: usize| &cells[row * slots + column_slot[column]];
+        // Columns share values buffers while their bytes fit i32 offsets (one buffer unless
+        // a read returns gigabytes); a single column past that cannot be an Arrow `Binary`.
+        let mut sizes = Vec::with_capacity(columns);
+        for column in 0..columns {
+            let size: usize = (0..rows)
+                .filter_map(|row| cell(row, column).as_ref().map(Range::len))
+                .sum();
+            if size > MAX_BINARY_BYTES {
+                return Err(OnlineError::internal(format!(
+                    "feature `{}` reads {size} bytes for {rows} keys, more than an Arrow binary \
+                     column holds (2 GiB): read fewer keys at once",
+                    schema.field(column + 1).name()
+                )));
+            }
+            sizes.push(size);
+        }
+
+        let mut offsets: Vec<i32> = Vec::with_capacity(columns * (rows + 1));
+        let mut validity = BooleanBufferBuilder::new(columns * rows);
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns + 1);
+        let ts = TimestampMicrosecondArray::from(event_ts).with_timezone("UTC");
+        arrays.push(Arc::new(ts));
+        // The shared values buffers, and the one each column's cells go to.
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut buffer_of = Vec::with_capacity(columns);
+        let mut buffer_bytes = usize::MAX;
+        for (column, &size) in sizes.iter().enumerate() {
+            if buffer_bytes.saturating_add(size) > MAX_BINARY_BYTES {
+                let rest: usize = sizes[column..].iter().sum();
+                buffers.push(Vec::with_capacity(rest.min(MAX_BINARY_BYTES)));
+                buffer_bytes = 0;
+            }
+            buffer_bytes += size;
+            let at = buffers.len() - 1;
+            buffer_of.push(at);
+            let values = &mut buffers[at];
+            offsets.push(offset(values.len()));
+            for row in 0..rows {
+                match cell(row, column) {
+                    Some(range) => {
+                        values.extend_from_slice(&data[range.clone()]);
+                        validity.append(true);
+                    }
+                    None => validity.append(false),
+                }
+                offsets.push(offset(values.len()));
+            }
+        }
+        let offsets = ScalarBuffer::from(offsets);
+        let validity = validity.finish();
+        let buffers: Vec<Buffer> = buffers.into_iter().map(Buffer::from).collect();
+        for (column, &at) in buffer_of.iter().enumerate() {
+            // `OffsetBuffer::new` checks the offsets ascend from zero or more,
+            // `BinaryArray::try_new` that they stay within the values.
+            let column_offsets = OffsetBuffer::new(offsets.slice(column * (rows + 1), rows + 1));
+            let nulls = NullBuffer::new(validity.slice(column * rows, rows));
+            let nulls = (nulls.null_count() > 0).then_some(nulls);
+            let array = BinaryArray::try_new(column_offsets, buffers[at].clone(), nulls)
+                .map_err(|e| OnlineError::internal(format!("cannot build a read column: {e}")))?;
+            arrays.push(Arc::new(array));
+        }
         RecordBatch::try_new_with_options(
-            self.schema,
+            schema,
             arrays,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .map_err(|e| OnlineError::internal(format!("cannot build the read result: {e}")))
     }
+}
+
+/// Most value bytes one read column (an Arrow `Binary` array, i32 offsets) can hold.
+const MAX_BINARY_BYTES: usize = i32::MAX as usize;
+
+/// `len` as an Arrow offset; [`ReadBatchBuilder::finish`] keeps every buffer within
+/// [`MAX_BINARY_BYTES`].
+fn offset(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
 }
 
 /// The result of a read in which no key is found.

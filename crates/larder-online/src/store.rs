@@ -1,5 +1,6 @@
 //! The `OnlineStore` trait, the table a view occupies, and the Arrow shapes that cross it.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -191,16 +192,45 @@ pub fn write_schema(features: &[&str]) -> SchemaRef {
 }
 
 /// The schema of a read result for `features`.
+///
+/// Remembered per thread for the last [`READ_SCHEMAS_KEPT`] feature lists: a server asks
+/// for the same few lists request after request, and building one costs an allocation per
+/// field.
 pub fn read_schema(features: &[&str]) -> SchemaRef {
-    let mut fields = Vec::with_capacity(features.len() + 1);
-    fields.push(Field::new(EVENT_TS, timestamp_type(), true));
-    fields.extend(
-        features
-            .iter()
-            .map(|name| Field::new(*name, DataType::Binary, true)),
-    );
-    Arc::new(Schema::new(fields))
+    thread_local! {
+        static KEPT: RefCell<Vec<SchemaRef>> = const { RefCell::new(Vec::new()) };
+    }
+    let matches = |schema: &SchemaRef| {
+        let fields = schema.fields();
+        fields.len() == features.len() + 1
+            && fields
+                .iter()
+                .skip(1)
+                .zip(features)
+                .all(|(field, name)| field.name() == name)
+    };
+    KEPT.with_borrow_mut(|kept| {
+        if let Some(schema) = kept.iter().find(|s| matches(s)) {
+            return schema.clone();
+        }
+        let mut fields = Vec::with_capacity(features.len() + 1);
+        fields.push(Field::new(EVENT_TS, timestamp_type(), true));
+        fields.extend(
+            features
+                .iter()
+                .map(|name| Field::new(*name, DataType::Binary, true)),
+        );
+        let schema = Arc::new(Schema::new(fields));
+        if kept.len() == READ_SCHEMAS_KEPT {
+            kept.remove(0);
+        }
+        kept.push(schema.clone());
+        schema
+    })
 }
+
+/// How many read schemas [`read_schema`] keeps per thread.
+const READ_SCHEMAS_KEPT: usize = 16;
 
 /// `Timestamp(Microsecond, "UTC")`, the type of `event_ts` and `created_ts`.
 pub fn timestamp_type() -> DataType {

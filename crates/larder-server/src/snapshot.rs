@@ -32,7 +32,9 @@ pub struct Snapshot {
     pub loaded_at: DateTime<Utc>,
     /// Per online view, the end of its most recent materialization.
     pub materialized_until: Vec<(String, DateTime<Utc>)>,
-    plans: RwLock<HashMap<PlanKey, Arc<OnlinePlan>>>,
+    /// foldhash: the key is hashed on every request (15 feature names: SipHash took 2% of a
+    /// one-entity request).
+    plans: RwLock<HashMap<PlanKey, Arc<OnlinePlan>, foldhash::fast::RandomState>>,
 }
 
 /// What a request selects, as the plan cache's key.
@@ -68,7 +70,7 @@ impl Snapshot {
             version: snapshot.state.version,
             loaded_at: Utc::now(),
             materialized_until,
-            plans: RwLock::new(HashMap::new()),
+            plans: RwLock::new(HashMap::default()),
         })
     }
 

@@ -28,7 +28,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: online_latency REPO REQUESTS.jsonl [--calls N] [--warmup N]";
+    let usage =
+        "usage: online_latency REPO REQUESTS.jsonl [--calls N] [--warmup N] [--no-split-reads]";
     let (repo, requests) = match (args.first(), args.get(1)) {
         (Some(repo), Some(requests)) => (repo.clone(), requests.clone()),
         _ => return Err(usage.into()),
@@ -61,7 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<Vec<_>, _>>()?;
         let defs = store.applied_definitions().await?;
         let plan = OnlinePlan::new(&defs, &FeatureSelection::Refs(refs), false)?;
-        let reader = store.online_reader()?;
+        let split = !args.iter().any(|a| a == "--no-split-reads");
+        let reader = store.online_reader()?.with_split_reads(split);
         let rows = first.entities.num_rows();
 
         let mut found = 0usize;

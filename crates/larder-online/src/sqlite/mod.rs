@@ -22,13 +22,13 @@ pub use self::config::SqliteConfig;
 pub use self::layout::key_slot as sqlite_key_slot;
 pub use self::layout::sqlite_table_name;
 use self::layout::{
-    COLUMNS, MAX_KEYS_PER_SELECT, PayloadWriter, V1_COLUMNS, create_table_sql, entries, key_slot,
-    occupant_sql, quote_ident, select_size, select_sql, upsert_sql,
+    COLUMNS, MAX_KEYS_PER_SELECT, PayloadWriter, TableSql, V1_COLUMNS, create_table_sql, entries,
+    key_slot, occupant_sql, quote_ident, upsert_sql,
 };
 use self::pool::Pool;
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
-use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder, all_missing};
+use crate::read::{FeatureSlots, ReadBatchBuilder, all_missing};
 use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable, WriteOrderFn};
 
 /// Most keys of a request (over all its views) read on the calling thread.
@@ -146,11 +146,17 @@ impl OnlineStore for SqliteOnlineStore {
         if keys.is_empty() {
             return all_missing(features, 0);
         }
-        let request = OwnedRead::new(table, keys, features);
         if keys.len() <= INLINE_READ_KEYS {
-            return self.pool.run_here(|conn| read_view(conn, &request)).await;
+            return self
+                .pool
+                .run_here(|conn| {
+                    let sql = TableSql::of(&table.project, &table.view);
+                    read_view(conn, &sql, keys, features)
+                })
+                .await;
         }
-        self.pool.run(move |conn| read_view(conn, &request)).await
+        let request = OwnedRead::new(table, keys, features);
+        self.pool.run(move |conn| request.read(conn)).await
     }
 
     async fn read_many(
@@ -164,17 +170,18 @@ impl OnlineStore for SqliteOnlineStore {
             // thread, all views in one snapshot: handing it to a blocking thread and back
             // costs more than the read (a 1-entity request: p50 0.09 to 0.02 ms; the feature
             // server: 15k to 22k requests/s).
-            let owned: Vec<OwnedRead> = requests
-                .iter()
-                .map(|r| OwnedRead::new(r.table, r.keys, r.features))
-                .collect();
             return self
                 .pool
                 .run_here(|conn| {
-                    let tx = conn
-                        .transaction()
-                        .map_err(|e| sqlite_error(e, "(read transaction)"))?;
-                    owned.iter().map(|r| read_view(&tx, r)).collect()
+                    let read = |r: &ReadRequest<'_>| {
+                        let sql = TableSql::of(&r.table.project, &r.table.view);
+                        read_view(conn, &sql, r.keys, r.features)
+                    };
+                    match requests {
+                        // One statement's read is a snapshot of its own.
+                        [one] => Ok(vec![read(one)?]),
+                        _ => in_read_transaction(conn, || requests.iter().map(read).collect()),
+                    }
                 })
                 .await;
         }
@@ -183,7 +190,7 @@ impl OnlineStore for SqliteOnlineStore {
         // snapshot; a materialization commits view by view, so views never shared one anyway.
         let reads = requests.iter().map(|r| {
             let request = OwnedRead::new(r.table, r.keys, r.features);
-            self.pool.run(move |conn| read_view(conn, &request))
+            self.pool.run(move |conn| request.read(conn))
         });
         futures::future::try_join_all(reads).await
     }
@@ -368,7 +375,8 @@ impl<'c> SlotUpsert<'c> {
 /// A read request copied so it can move to a blocking task: keys end to end in one buffer.
 #[derive(Debug)]
 struct OwnedRead {
-    name: String,
+    project: String,
+    view: String,
     key_data: Vec<u8>,
     key_ends: Vec<usize>,
     features: Vec<String>,
@@ -383,11 +391,23 @@ impl OwnedRead {
             key_ends.push(key_data.len());
         }
         OwnedRead {
-            name: sqlite_table_name(&table.project, &table.view),
+            project: table.project.clone(),
+            view: table.view.clone(),
             key_data,
             key_ends,
             features: features.iter().map(|f| (*f).to_owned()).collect(),
         }
+    }
+
+    fn read(&self, conn: &Connection) -> Result<RecordBatch, OnlineError> {
+        let keys: Vec<&[u8]> = self.keys().collect();
+        let features: Vec<&str> = self.features.iter().map(String::as_str).collect();
+        read_view(
+            conn,
+            &TableSql::of(&self.project, &self.view),
+            &keys,
+            &features,
+        )
     }
 
     fn keys(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
@@ -404,30 +424,54 @@ impl OwnedRead {
 /// buffer (one copy out of SQLite for all rows, no allocation per row).
 type Found = Option<(i64, Range<usize>)>;
 
-fn read_view(conn: &Connection, request: &OwnedRead) -> Result<RecordBatch, OnlineError> {
-    let features: Vec<&str> = request.features.iter().map(String::as_str).collect();
-    let rows = request.key_ends.len();
-    let index = KeyIndex::new(request.keys());
-    let mut found: Vec<Found> = vec![None; index.unique().len()];
+/// Runs `reads` in one read transaction, so they see one snapshot. `BEGIN` and `COMMIT` are
+/// cached statements (rusqlite's `transaction()` parses both on every call).
+fn in_read_transaction<R>(
+    conn: &Connection,
+    reads: impl FnOnce() -> Result<R, OnlineError>,
+) -> Result<R, OnlineError> {
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(|e| sqlite_error(e, "(read transaction)"))
+    };
+    run("BEGIN")?;
+    let out = reads();
+    // A read transaction holds no changes: COMMIT ends it, failed reads or not.
+    if let Err(e) = run("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        out?;
+        return Err(e);
+    }
+    out
+}
+
+fn read_view(
+    conn: &Connection,
+    sql: &TableSql,
+    keys: &[&[u8]],
+    features: &[&str],
+) -> Result<RecordBatch, OnlineError> {
+    // Not deduplicated: the reader sends distinct keys, and a repeated key only looks at
+    // the same slot twice (its payload is copied twice).
+    let mut found: Vec<Found> = vec![None; keys.len()];
     let mut payloads = Vec::new();
-    match fetch(conn, &request.name, &index, &mut found, &mut payloads) {
+    let name = sql.name.as_str();
+    match fetch(conn, sql, keys, &mut found, &mut payloads) {
         Ok(()) => {}
         // Not materialized yet, or deleted: nothing is found.
-        Err(e) if is_missing_table(&e) => return all_missing(&features, rows),
-        Err(e) => return Err(table_error(conn, e, &request.name)),
+        Err(e) if is_missing_table(&e) => return all_missing(features, keys.len()),
+        Err(e) => return Err(table_error(conn, e, name)),
     }
 
-    let slots = FeatureSlots::new(&features);
-    let mut builder = ReadBatchBuilder::new(&slots, &features, rows);
+    let slots = FeatureSlots::new(features);
+    let mut builder = ReadBatchBuilder::new(&slots, features, keys.len());
     let mut values: Vec<Option<&[u8]>> = vec![None; slots.len()];
     let corrupt = |e: layout::PayloadError| OnlineError::Corrupt {
-        message: format!(
-            "a row of table `{}` has a malformed payload: {e}",
-            request.name
-        ),
+        message: format!("a row of table `{name}` has a malformed payload: {e}"),
     };
-    for &slot in index.slots() {
-        let Some((event_ts, range)) = &found[slot] else {
+    for row in &found {
+        let Some((event_ts, range)) = row else {
             builder.push_missing();
             continue;
         };
@@ -444,18 +488,16 @@ fn read_view(conn: &Connection, request: &OwnedRead) -> Result<RecordBatch, Onli
     builder.finish()
 }
 
-/// Selects the distinct keys in chunks of slots, recording each found row in `found` (by
-/// key slot). A key whose home slot holds another key is looked up again at the next slot,
+/// Selects `keys` in chunks of slots, recording each found row in `found` (by position in
+/// `keys`). A key whose home slot holds another key is looked up again at the next slot,
 /// round after round, until its own row or an empty slot turns up.
 fn fetch(
     conn: &Connection,
-    name: &str,
-    index: &KeyIndex<'_>,
+    sql: &TableSql,
+    keys: &[&[u8]],
     found: &mut [Found],
     payloads: &mut Vec<u8>,
 ) -> rusqlite::Result<()> {
-    let quoted = quote_ident(name);
-    let keys = index.unique();
     // (slot to look at, key index), sorted by slot; the same slot may appear twice.
     let mut pending: Vec<(i64, usize)> = keys
         .iter()
@@ -473,8 +515,8 @@ fn fetch(
         occupied.clear();
         occupied.resize(pending.len(), false);
         for chunk in slots.chunks(MAX_KEYS_PER_SELECT) {
-            let size = select_size(chunk.len());
-            let mut select = conn.prepare_cached(&select_sql(&quoted, size))?;
+            let (size, select_sql) = sql.select(chunk.len());
+            let mut select = conn.prepare_cached(&select_sql)?;
             let Some(&last) = chunk.last() else { continue };
             for i in 0..size {
                 // Padding repeats the last slot; SQLite's IN list is a set.

@@ -145,8 +145,7 @@ fn write_map(map: &Map, out: &mut String) {
 }
 
 fn write_int(x: i64, out: &mut String) {
-    // Formatting into a String cannot fail.
-    let _ = write!(out, "{x}");
+    out.push_str(itoa::Buffer::new().format(x));
 }
 
 fn write_float(x: f64, out: &mut String) {
@@ -197,30 +196,51 @@ fn write_str(s: &str, out: &mut String) {
 /// to `x`, positional for exponents -4..16 (always with a fractional part), else scientific
 /// with a signed two-digit exponent (`1e+16`, `1.5e-05`).
 pub(crate) fn write_python_float(x: f64, out: &mut String) {
-    // Rust's `{:e}` gives the same shortest round-trip digits: `-1.5e-5`, `7e0`.
-    let start = out.len();
-    let _ = write!(out, "{x:e}");
-    let mut sci = [0u8; 32];
-    let len = out.len() - start;
-    sci[..len].copy_from_slice(&out.as_bytes()[start..]);
-    out.truncate(start);
-    let sci = &sci[..len];
-
-    let (negative, sci) = match sci.split_first() {
+    // ryu gives the same shortest round-trip digits as Python's repr, in its own layout
+    // (`1.5e-5`, `0.3`, `1e16`, `100.0`): read the digits and the decimal exponent off it.
+    // About a fifth of the cost of going through `{:e}` and `fmt` (a quarter of a
+    // one-entity response's JSON).
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(x).as_bytes();
+    let (negative, text) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
-        _ => (false, sci),
+        _ => (false, text),
     };
-    let e_pos = sci.iter().position(|&b| b == b'e').unwrap_or(sci.len());
-    let (mantissa, exponent) = (&sci[..e_pos], sci.get(e_pos + 1..).unwrap_or_default());
+    let e_pos = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
+    let (mantissa, exponent) = (&text[..e_pos], text.get(e_pos + 1..).unwrap_or_default());
+    // mantissa = I.F: the value is 0.IF x 10^(len(I) + exponent).
+    let point = mantissa
+        .iter()
+        .position(|&b| b == b'.')
+        .unwrap_or(mantissa.len());
     let mut digits = [0u8; 32];
     let mut n = 0;
+    let mut point_exp = i32::try_from(point).unwrap_or(0) + parse_exponent(exponent);
     for &d in mantissa.iter().filter(|b| b.is_ascii_digit()) {
+        if n == 0 && d == b'0' {
+            // A leading zero moves the point left.
+            point_exp -= 1;
+            continue;
+        }
         digits[n] = d;
         n += 1;
     }
-    let digits = &digits[..n];
-    let exp = parse_exponent(exponent);
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    if n == 0 {
+        // Zero: one digit, and the exponent of `0.0`.
+        digits[0] = b'0';
+        n = 1;
+        point_exp = 1;
+    }
+    write_python_digits(negative, &digits[..n], point_exp - 1, out);
+}
 
+/// Python's float repr of `±0.d₁d₂… x 10^(exp + 1)`, i.e. of d₁.d₂… x 10^exp: positional for
+/// exponents -4..16 (always with a fractional part), else scientific with a signed
+/// two-digit exponent.
+fn write_python_digits(negative: bool, digits: &[u8], exp: i32, out: &mut String) {
     if negative {
         out.push('-');
     }
@@ -249,12 +269,24 @@ pub(crate) fn write_python_float(x: f64, out: &mut String) {
             out.push('.');
             push_digits(out, &digits[1..]);
         }
-        let _ = write!(
-            out,
-            "e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.unsigned_abs()
-        );
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        let abs = exp.unsigned_abs();
+        if abs < 10 {
+            out.push('0');
+        }
+        let mut itoa = [0u8; 10];
+        let mut at = itoa.len();
+        let mut rest = abs;
+        loop {
+            at -= 1;
+            itoa[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        push_digits(out, &itoa[at..]);
     }
 }
 
@@ -309,6 +341,35 @@ mod tests {
                 python_float_repr(x).parse::<f64>().unwrap().to_bits(),
                 x.to_bits()
             );
+        }
+    }
+
+    /// The former implementation, over `{:e}`: Rust's shortest round-trip digits.
+    fn python_float_via_fmt(x: f64) -> String {
+        let sci = format!("{x:e}");
+        let (negative, sci) = match sci.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, sci.as_str()),
+        };
+        let (mantissa, exponent) = sci.split_once('e').unwrap();
+        let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+        let mut out = String::new();
+        write_python_digits(negative, &digits, exponent.parse().unwrap(), &mut out);
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn python_float_repr_matches_the_fmt_digits(bits in proptest::prelude::any::<u64>()) {
+            let x = f64::from_bits(bits);
+            proptest::prop_assume!(x.is_finite());
+            proptest::prop_assert_eq!(python_float_repr(x), python_float_via_fmt(x));
+        }
+
+        #[test]
+        fn python_float_repr_of_decimals(m in -1_000_000i64..1_000_000, e in -30i32..30) {
+            let x = m as f64 * 10f64.powi(e);
+            proptest::prop_assert_eq!(python_float_repr(x), python_float_via_fmt(x));
         }
     }
 

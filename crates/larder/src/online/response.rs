@@ -142,7 +142,7 @@ impl OnlineResponse {
                     if j > 0 {
                         out.push(',');
                     }
-                    let _ = write!(out, "{}", micros.div_euclid(1_000_000));
+                    out.push_str(itoa::Buffer::new().format(micros.div_euclid(1_000_000)));
                 }
                 out.push(']');
             }
@@ -230,6 +230,10 @@ fn write_statuses(statuses: &[FieldStatus], out: &mut String) {
 fn write_json_str(name: &str, suffix: &str, out: &mut String) {
     out.push('"');
     for part in [name, suffix] {
+        if !part.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            out.push_str(part);
+            continue;
+        }
         for ch in part.chars() {
             match ch {
                 '"' => out.push_str("\\\""),
