@@ -3,9 +3,9 @@
 //! Exit codes: 0 success; 1 an operation failed (the error is on stderr); 2 `plan
 //! --detailed-exitcode` found changes; 64 the command line itself is wrong.
 
+mod allocator;
 mod cli;
 mod init;
-mod malloc;
 mod materialize;
 mod objects;
 mod online;
@@ -34,19 +34,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let tunables = match cli.command {
+    let settings = match cli.command {
         Command::Materialize(_) | Command::MaterializeIncremental(_) => {
-            Some(malloc::BATCH_TUNABLES)
+            Some(allocator::BATCH_SETTINGS)
         }
-        Command::Serve(_) => Some(malloc::SERVER_TUNABLES),
         _ => None,
     };
-    if let Some(tunables) = tunables {
-        malloc::tune(tunables);
+    if let Some(settings) = settings {
+        allocator::tune(settings);
     }
     init_logging(&cli.log_level, cli.log_format);
-    if let Some(tunables) = tunables {
-        malloc::log_settings(tunables);
+    if let Some(settings) = settings {
+        allocator::log_settings(settings);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -302,3 +301,7 @@ async fn historical(mut open: larder::OpenOptions, args: cli::HistoricalArgs) ->
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// See [`allocator`].
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

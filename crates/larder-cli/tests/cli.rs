@@ -889,11 +889,11 @@ fn online_rows(db: &Path) -> Vec<OnlineRow> {
     rows
 }
 
-/// `materialize` re-executes itself once under Larder's glibc malloc settings, unless the
-/// operator set `GLIBC_TUNABLES` or opted out; the run's debug log says which applied.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// `materialize` re-executes itself once under Larder's mimalloc settings, unless the
+/// operator set one of them or opted out; the run's debug log says which applied.
+#[cfg(unix)]
 #[test]
-fn materialize_runs_under_the_batch_malloc_settings() {
+fn materialize_runs_under_the_batch_allocator_settings() {
     let (_dir, repo) = demo_repo();
     ok(&repo, &["apply"]);
     let run = |env: &[(&str, &str)]| {
@@ -908,7 +908,8 @@ fn materialize_runs_under_the_batch_malloc_settings() {
                 "--no-progress",
             ])
             .current_dir(&repo)
-            .env_remove("GLIBC_TUNABLES")
+            .env_remove("MIMALLOC_PURGE_DELAY")
+            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
             .env_remove("LARDER_NO_MALLOC_TUNING")
             .env_remove("LARDER_LOG");
         for (name, value) in env {
@@ -920,19 +921,20 @@ fn materialize_runs_under_the_batch_malloc_settings() {
     };
     let tuned = run(&[]);
     assert!(
-        tuned.contains("malloc tuned for this command")
-            && tuned.contains("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=16777216"),
+        tuned.contains("allocator tuned for this command")
+            && tuned.contains("MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0"),
         "{tuned}"
     );
-    let operator = run(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")]);
+    let operator = run(&[("MIMALLOC_PURGE_DELAY", "100")]);
     assert!(
-        operator.contains("malloc settings from GLIBC_TUNABLES")
-            && operator.contains("glibc.malloc.arena_max=4"),
+        operator.contains("allocator settings from the environment")
+            && operator.contains("MIMALLOC_PURGE_DELAY=100")
+            && !operator.contains("MIMALLOC_ARENA_EAGER_COMMIT=0"),
         "{operator}"
     );
     let opted_out = run(&[("LARDER_NO_MALLOC_TUNING", "1")]);
     assert!(
-        opted_out.contains("glibc's default malloc settings"),
+        opted_out.contains("mimalloc's default settings"),
         "{opted_out}"
     );
 }
@@ -1238,14 +1240,13 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         .next()
         .expect("an address")
         .to_string();
-    // The server re-executed itself (same process) under its malloc settings.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES").is_none()
-        && std::env::var_os("LARDER_NO_MALLOC_TUNING").is_none()
-    {
+    // The server does not re-execute itself under the batch settings: mimalloc's defaults
+    // serve.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         let environ = std::fs::read(format!("/proc/{}/environ", child.0.id())).expect("environ");
         assert!(
-            text(&environ).contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=1024\0"),
+            !text(&environ).contains("MIMALLOC_PURGE_DELAY="),
             "{}",
             text(&environ)
         );
