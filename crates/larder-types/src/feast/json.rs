@@ -275,18 +275,7 @@ fn write_python_digits(negative: bool, digits: &[u8], exp: i32, out: &mut String
         if abs < 10 {
             out.push('0');
         }
-        let mut itoa = [0u8; 10];
-        let mut at = itoa.len();
-        let mut rest = abs;
-        loop {
-            at -= 1;
-            itoa[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        push_digits(out, &itoa[at..]);
+        out.push_str(itoa::Buffer::new().format(abs));
     }
 }
 
