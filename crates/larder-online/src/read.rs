@@ -1,9 +1,8 @@
 //! Building read results aligned with the requested keys, shared by every backend.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
 use std::ops::Range;
+use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanBufferBuilder, RecordBatch, TimestampMicrosecondArray,
@@ -303,6 +302,50 @@ mod tests {
         assert_eq!(index.slots(), &[0, 1, 0, 2]);
         assert_eq!(index.slot(b"c"), Some(2));
         assert_eq!(index.slot(b"d"), None);
+    }
+
+    #[test]
+    fn read_batches_share_buffers_and_keep_every_cell() {
+        // Three features, `b` requested twice; rows: found with a missing and an empty
+        // (null-valued) cell, not found, found with every cell.
+        let requested = ["a", "b", "c", "b"];
+        let slots = FeatureSlots::new(&requested);
+        let mut builder = ReadBatchBuilder::new(&slots, &requested, 3);
+        builder.push_found(10, &[Some(b"a1"), None, Some(b"")]);
+        builder.push_missing();
+        builder.push_found(30, &[Some(b"a3"), Some(b"bb3"), Some(b"c3")]);
+        let batch = builder.finish().unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.schema(), read_schema(&requested));
+        let ts = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(ts.iter().collect::<Vec<_>>(), [Some(10), None, Some(30)]);
+        let column = |i: usize| -> Vec<Option<Vec<u8>>> {
+            batch
+                .column(i)
+                .as_binary::<i32>()
+                .iter()
+                .map(|v| v.map(<[u8]>::to_vec))
+                .collect()
+        };
+        assert_eq!(
+            column(1),
+            [Some(b"a1".to_vec()), None, Some(b"a3".to_vec())]
+        );
+        assert_eq!(column(2), [None, None, Some(b"bb3".to_vec())]);
+        assert_eq!(column(3), [Some(Vec::new()), None, Some(b"c3".to_vec())]);
+        assert_eq!(column(4), column(2));
+        // One values buffer behind every column.
+        let values: Vec<*const u8> = (1..=4)
+            .map(|i| batch.column(i).as_binary::<i32>().values().as_ptr())
+            .collect();
+        assert!(values.iter().all(|&p| p == values[0]), "{values:?}");
+
+        let empty = ReadBatchBuilder::new(&slots, &requested, 0)
+            .finish()
+            .unwrap();
+        assert_eq!((empty.num_rows(), empty.num_columns()), (0, 5));
     }
 
     #[test]
