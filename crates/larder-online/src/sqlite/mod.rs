@@ -151,7 +151,7 @@ impl OnlineStore for SqliteOnlineStore {
                 .pool
                 .run_here(|conn| {
                     let sql = TableSql::of(&table.project, &table.view);
-                    read_view(conn, &sql, keys, features)
+                    in_read_transaction(conn, || read_view(conn, &sql, keys, features))
                 })
                 .await;
         }
@@ -177,11 +177,7 @@ impl OnlineStore for SqliteOnlineStore {
                         let sql = TableSql::of(&r.table.project, &r.table.view);
                         read_view(conn, &sql, r.keys, r.features)
                     };
-                    match requests {
-                        // One statement's read is a snapshot of its own.
-                        [one] => Ok(vec![read(one)?]),
-                        _ => in_read_transaction(conn, || requests.iter().map(read).collect()),
-                    }
+                    in_read_transaction(conn, || requests.iter().map(read).collect())
                 })
                 .await;
         }
@@ -402,12 +398,8 @@ impl OwnedRead {
     fn read(&self, conn: &Connection) -> Result<RecordBatch, OnlineError> {
         let keys: Vec<&[u8]> = self.keys().collect();
         let features: Vec<&str> = self.features.iter().map(String::as_str).collect();
-        read_view(
-            conn,
-            &TableSql::of(&self.project, &self.view),
-            &keys,
-            &features,
-        )
+        let sql = TableSql::of(&self.project, &self.view);
+        in_read_transaction(conn, || read_view(conn, &sql, &keys, &features))
     }
 
     fn keys(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
@@ -424,8 +416,9 @@ impl OwnedRead {
 /// buffer (one copy out of SQLite for all rows, no allocation per row).
 type Found = Option<(i64, Range<usize>)>;
 
-/// Runs `reads` in one read transaction, so they see one snapshot. `BEGIN` and `COMMIT` are
-/// cached statements (rusqlite's `transaction()` parses both on every call).
+/// Runs `reads` in one read transaction, so they see one snapshot (a view's read may take
+/// several statements: chunks of keys, probing rounds). `BEGIN` and `COMMIT` are cached
+/// statements (rusqlite's `transaction()` parses both on every call).
 fn in_read_transaction<R>(
     conn: &Connection,
     reads: impl FnOnce() -> Result<R, OnlineError>,
