@@ -12,6 +12,7 @@
 
 pub mod batch;
 mod error;
+mod kept;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod read;

@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 
 use crate::error::OnlineError;
+use crate::kept::find_or_keep;
 
 /// Name of the serialized entity key column of a write batch.
 pub const ENTITY_KEY: &str = "entity_key";
@@ -210,22 +211,16 @@ pub fn read_schema(features: &[&str]) -> SchemaRef {
                 .all(|(field, name)| field.name() == name)
     };
     KEPT.with_borrow_mut(|kept| {
-        if let Some(schema) = kept.iter().find(|s| matches(s)) {
-            return schema.clone();
-        }
-        let mut fields = Vec::with_capacity(features.len() + 1);
-        fields.push(Field::new(EVENT_TS, timestamp_type(), true));
-        fields.extend(
-            features
-                .iter()
-                .map(|name| Field::new(*name, DataType::Binary, true)),
-        );
-        let schema = Arc::new(Schema::new(fields));
-        if kept.len() == READ_SCHEMAS_KEPT {
-            kept.remove(0);
-        }
-        kept.push(schema.clone());
-        schema
+        find_or_keep(kept, READ_SCHEMAS_KEPT, matches, || {
+            let mut fields = Vec::with_capacity(features.len() + 1);
+            fields.push(Field::new(EVENT_TS, timestamp_type(), true));
+            fields.extend(
+                features
+                    .iter()
+                    .map(|name| Field::new(*name, DataType::Binary, true)),
+            );
+            Arc::new(Schema::new(fields))
+        })
     })
 }
 

@@ -58,6 +58,8 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
+use crate::kept::find_or_keep;
+
 /// First byte of every payload.
 pub const PAYLOAD_VERSION: u8 = 1;
 
@@ -159,30 +161,22 @@ impl TableSql {
             static KEPT: RefCell<Vec<Rc<TableSql>>> = const { RefCell::new(Vec::new()) };
         }
         KEPT.with_borrow_mut(|kept| {
-            if let Some(sql) = kept.iter().find(|t| t.view == view && t.project == project) {
-                return sql.clone();
-            }
-            let sql = Rc::new(TableSql {
-                project: project.to_owned(),
-                view: view.to_owned(),
-                name: sqlite_table_name(project, view),
-                selects: RefCell::new(Default::default()),
-            });
-            if kept.len() == TABLE_SQL_KEPT {
-                kept.remove(0);
-            }
-            kept.push(sql.clone());
-            sql
+            let matches = |t: &Rc<TableSql>| t.view == view && t.project == project;
+            find_or_keep(kept, TABLE_SQL_KEPT, matches, || {
+                Rc::new(TableSql {
+                    project: project.to_owned(),
+                    view: view.to_owned(),
+                    name: sqlite_table_name(project, view),
+                    selects: RefCell::new(Default::default()),
+                })
+            })
         })
     }
 
     /// The select for a chunk of `keys` keys: its `IN` list size and its SQL.
     pub(crate) fn select(&self, keys: usize) -> (usize, Rc<str>) {
-        let size = select_size(keys);
-        let at = SELECT_SIZES
-            .iter()
-            .position(|&s| s == size)
-            .unwrap_or(SELECT_SIZES.len() - 1);
+        let at = select_index(keys);
+        let size = SELECT_SIZES[at];
         let mut selects = self.selects.borrow_mut();
         let sql = selects[at]
             .get_or_insert_with(|| select_sql(&quote_ident(&self.name), size).into())
@@ -191,13 +185,13 @@ impl TableSql {
     }
 }
 
-/// The prepared size for a chunk of `keys` (1..=MAX_KEYS_PER_SELECT) keys.
-pub(crate) fn select_size(keys: usize) -> usize {
+/// The index in [`SELECT_SIZES`] of the prepared size for a chunk of `keys`
+/// (1..=MAX_KEYS_PER_SELECT) keys.
+fn select_index(keys: usize) -> usize {
     SELECT_SIZES
         .iter()
-        .copied()
-        .find(|&size| size >= keys)
-        .unwrap_or(MAX_KEYS_PER_SELECT)
+        .position(|&size| size >= keys)
+        .unwrap_or(SELECT_SIZES.len() - 1)
 }
 
 pub(crate) fn select_sql(quoted: &str, size: usize) -> String {
@@ -385,10 +379,11 @@ mod tests {
             sqlite_table_name("prod", "driver_stats"),
             "prod_driver_stats"
         );
-        assert_eq!(select_size(1), 1);
-        assert_eq!(select_size(100), 128);
-        assert_eq!(select_size(257), 500);
-        assert_eq!(select_size(500), 500);
+        let size = |keys| SELECT_SIZES[select_index(keys)];
+        assert_eq!(size(1), 1);
+        assert_eq!(size(100), 128);
+        assert_eq!(size(257), 500);
+        assert_eq!(size(500), 500);
         let sql = TableSql::of("p", "v\"w");
         assert_eq!(sql.name, "p_v\"w");
         let (size, select) = sql.select(3);

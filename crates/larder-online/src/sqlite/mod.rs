@@ -149,10 +149,7 @@ impl OnlineStore for SqliteOnlineStore {
         if keys.len() <= INLINE_READ_KEYS {
             return self
                 .pool
-                .run_here(|conn| {
-                    let sql = TableSql::of(&table.project, &table.view);
-                    in_read_transaction(conn, || read_view(conn, &sql, keys, features))
-                })
+                .run_here(|conn| read_table(conn, &table.project, &table.view, keys, features))
                 .await;
         }
         let request = OwnedRead::new(table, keys, features);
@@ -398,8 +395,7 @@ impl OwnedRead {
     fn read(&self, conn: &Connection) -> Result<RecordBatch, OnlineError> {
         let keys: Vec<&[u8]> = self.keys().collect();
         let features: Vec<&str> = self.features.iter().map(String::as_str).collect();
-        let sql = TableSql::of(&self.project, &self.view);
-        in_read_transaction(conn, || read_view(conn, &sql, &keys, &features))
+        read_table(conn, &self.project, &self.view, &keys, &features)
     }
 
     fn keys(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
@@ -437,6 +433,18 @@ fn in_read_transaction<R>(
         return Err(e);
     }
     out
+}
+
+/// One view's read on its own, in a read transaction.
+fn read_table(
+    conn: &Connection,
+    project: &str,
+    view: &str,
+    keys: &[&[u8]],
+    features: &[&str],
+) -> Result<RecordBatch, OnlineError> {
+    let sql = TableSql::of(project, view);
+    in_read_transaction(conn, || read_view(conn, &sql, keys, features))
 }
 
 fn read_view(

@@ -31,6 +31,26 @@ fn open(path: &Path) -> SqliteOnlineStore {
     SqliteOnlineStore::open(&SqliteConfig::new(path)).expect("open sqlite store")
 }
 
+/// A store on a new file in a temporary folder (kept while the `TempDir` lives), the
+/// file's path, one view of the store and the view's table name.
+fn file_store(
+    view_name: &str,
+    features: &[&str],
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    SqliteOnlineStore,
+    ViewTable,
+    String,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let store = open(&path);
+    let t = view(view_name, features);
+    let name = sqlite_table_name(&t.project, &t.view);
+    (dir, path, store, t, name)
+}
+
 #[tokio::test]
 async fn persists_across_reopen_and_creates_folders() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -273,11 +293,7 @@ async fn held_write_lock_blocks_writes_not_reads() {
 /// A table of Feast's own SQLite layout at the same name is refused, never dropped.
 #[tokio::test]
 async fn feast_layout_table_is_refused() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("online.db");
-    let store = open(&path);
-    let t = view("driver_stats", &["f"]);
-    let name = sqlite_table_name(&t.project, &t.view);
+    let (_dir, path, store, t, name) = file_store("driver_stats", &["f"]);
     let raw = rusqlite::Connection::open(&path).expect("raw connection");
     raw.execute_batch(&format!(
         "CREATE TABLE \"{name}\" (entity_key BLOB, feature_name TEXT, value BLOB, \
@@ -340,11 +356,7 @@ fn stored_at(raw: &rusqlite::Connection, table: &str, slot: i64) -> Option<(Vec<
 /// rows are never touched.
 #[tokio::test]
 async fn keys_probe_past_slots_taken_by_other_keys() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("online.db");
-    let store = open(&path);
-    let t = view("v", &["f"]);
-    let name = sqlite_table_name(&t.project, &t.view);
+    let (_dir, path, store, t, name) = file_store("v", &["f"]);
     store
         .update_infra(std::slice::from_ref(&t), &[])
         .await
@@ -399,11 +411,7 @@ async fn keys_probe_past_slots_taken_by_other_keys() {
 /// every row kept.
 #[tokio::test]
 async fn apply_migrates_the_layout_before_slots() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("online.db");
-    let store = open(&path);
-    let t = view("v", &["a", "b"]);
-    let name = sqlite_table_name(&t.project, &t.view);
+    let (_dir, path, store, t, name) = file_store("v", &["a", "b"]);
     // Rows of the old layout hold the same payloads: write them through a current table,
     // then copy them into a table of the old shape.
     let rows: Vec<Row> = (0..300)
@@ -472,12 +480,8 @@ async fn apply_migrates_the_layout_before_slots() {
 
 #[tokio::test]
 async fn malformed_payload_is_corrupt() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("online.db");
-    let store = open(&path);
-    let t = view("v", &["f"]);
+    let (_dir, path, store, t, name) = file_store("v", &["f"]);
     write(&store, &t, &[(1, 1, vec![Some(Value::int64(1))])]).await;
-    let name = sqlite_table_name(&t.project, &t.view);
     let raw = rusqlite::Connection::open(&path).expect("raw connection");
     raw.execute(&format!("UPDATE \"{name}\" SET payload = x'01050061'"), [])
         .expect("damage the row");

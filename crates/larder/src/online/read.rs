@@ -42,9 +42,9 @@ impl OnlineReader {
 
     /// Whether a request of many keys may be read in two halves at once, when the store
     /// says it pays ([`OnlineStore::split_read_hint`]); on by default. The halves' values
-    /// are allocated on one thread and freed on another, which makes glibc's per-thread
-    /// caches hold more memory: the feature server turns it off (its peak RSS under
-    /// `bench/server`: 106 MB without, 194 MB with).
+    /// are allocated on one thread and freed on another, which makes the allocator's
+    /// per-thread caches hold more memory: the feature server turns it off (its peak RSS
+    /// under `bench/server`, with glibc's malloc: 106 MB without, 194 MB with).
     pub fn with_split_reads(mut self, split_reads: bool) -> Self {
         self.split_reads = split_reads;
         self
