@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Materialize(_) | Command::MaterializeIncremental(_) => {
             Some(allocator::BATCH_SETTINGS)
         }
+        Command::GetHistoricalFeatures(_) => Some(allocator::QUERY_SETTINGS),
         _ => None,
     };
     if let Some(settings) = settings {

@@ -892,50 +892,77 @@ fn online_rows(db: &Path) -> Vec<OnlineRow> {
 /// `materialize` re-executes itself once under Larder's mimalloc settings, unless the
 /// operator set one of them or opted out; the run's debug log says which applied.
 #[cfg(unix)]
+/// Runs `larder --log-level debug ARGS` in `repo` with only `env` among the allocator
+/// variables set; returns stderr.
+fn allocator_run(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_larder"));
+    command
+        .args(["--log-level", "debug"])
+        .args(args)
+        .current_dir(repo)
+        .env_remove("MIMALLOC_PURGE_DELAY")
+        .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .env_remove("LARDER_NO_MALLOC_TUNING")
+        .env_remove("LARDER_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run larder");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
 #[test]
 fn materialize_runs_under_the_batch_allocator_settings() {
     let (_dir, repo) = demo_repo();
     ok(&repo, &["apply"]);
-    let run = |env: &[(&str, &str)]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_larder"));
-        command
-            .args([
-                "--log-level",
-                "debug",
-                "materialize",
-                "2025-05-20",
-                "2025-05-28",
-                "--no-progress",
-            ])
-            .current_dir(&repo)
-            .env_remove("MIMALLOC_PURGE_DELAY")
-            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
-            .env_remove("LARDER_NO_MALLOC_TUNING")
-            .env_remove("LARDER_LOG");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let out = command.output().expect("run larder");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stderr)
-    };
-    let tuned = run(&[]);
+    let args = ["materialize", "2025-05-20", "2025-05-28", "--no-progress"];
+    let tuned = allocator_run(&repo, &args, &[]);
     assert!(
         tuned.contains("allocator tuned for this command")
             && tuned.contains("MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0"),
         "{tuned}"
     );
-    let operator = run(&[("MIMALLOC_PURGE_DELAY", "100")]);
+    let operator = allocator_run(&repo, &args, &[("MIMALLOC_PURGE_DELAY", "100")]);
     assert!(
         operator.contains("allocator settings from the environment")
             && operator.contains("MIMALLOC_PURGE_DELAY=100")
             && !operator.contains("MIMALLOC_ARENA_EAGER_COMMIT=0"),
         "{operator}"
     );
-    let opted_out = run(&[("LARDER_NO_MALLOC_TUNING", "1")]);
+    let opted_out = allocator_run(&repo, &args, &[("LARDER_NO_MALLOC_TUNING", "1")]);
     assert!(
         opted_out.contains("mimalloc's default settings"),
         "{opted_out}"
+    );
+}
+
+#[test]
+fn historical_retrieval_runs_under_the_query_allocator_settings() {
+    let (dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    let output = dir.path().join("training.parquet");
+    let args = [
+        "get-historical-features",
+        "--entities",
+        "data/entity_rows.parquet",
+        "-F",
+        "driver_hourly_stats:conv_rate",
+        "--output",
+        output.to_str().expect("utf-8 path"),
+    ];
+    let tuned = allocator_run(&repo, &args, &[]);
+    assert!(
+        tuned.contains("allocator tuned for this command")
+            && tuned.contains("MIMALLOC_PURGE_DELAY=-1"),
+        "{tuned}"
+    );
+    assert!(output.exists(), "the re-executed command wrote its output");
+    let operator = allocator_run(&repo, &args, &[("MIMALLOC_PURGE_DELAY", "5")]);
+    assert!(
+        operator.contains("allocator settings from the environment")
+            && operator.contains("MIMALLOC_PURGE_DELAY=5"),
+        "{operator}"
     );
 }
 
