@@ -4,15 +4,16 @@
 //! Instead of sorting wide rows, it sorts narrow (key, time, reference) entries: both sides are
 //! scattered into buckets by key hash (a few thousand feature rows each, on every core), each
 //! bucket is sorted and merged on its own in cache, and the result is, per entity row, a
-//! reference to the matching feature row. Entity rows never move: the output is every entity
-//! batch, in input order, with the matched feature values gathered next to it. Everything else (string or multi-column keys, inputs larger
-//! than the budget) takes the spilling DataFusion path.
+//! reference to the matching feature row. The buckets are taken in passes over ranges of
+//! buckets, so the entries stay small beside the inputs. Entity rows never move: the output is
+//! every entity batch, in input order, with the matched feature values gathered next to it
+//! straight from the view's batches ([`super::gather`]). Everything else (string or
+//! multi-column keys, inputs larger than the budget) takes the spilling DataFusion path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
-use arrow::compute::take;
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -24,7 +25,7 @@ use futures::TryStreamExt;
 
 use crate::asof::timestamps_ns;
 
-use super::rowstore::{self, NONE, RowStore};
+use super::gather::{Addressing, Columns, NONE};
 
 /// One view's side of the join, read into memory.
 pub(crate) struct ViewInput {
@@ -89,10 +90,45 @@ fn times(array: &dyn Array) -> Result<Vec<Option<i64>>> {
     timestamps_ns(array)
 }
 
+/// Calls `f(row, key, time_ns)` for every row with both a key and a time. The common case
+/// (64-bit keys, microsecond times, no nulls) reads the value buffers as they are.
+fn each_key_time(
+    keys: &dyn Array,
+    times_array: &dyn Array,
+    mut f: impl FnMut(usize, i64, i64),
+) -> Result<()> {
+    if let (DataType::Int64, DataType::Timestamp(TimeUnit::Microsecond, _)) =
+        (keys.data_type(), times_array.data_type())
+        && keys.null_count() == 0
+        && times_array.null_count() == 0
+    {
+        let keys = keys.as_primitive::<Int64Type>().values();
+        let micros = times_array
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .values();
+        for (row, (&key, &us)) in keys.iter().zip(micros.iter()).enumerate() {
+            if let Some(ns) = us.checked_mul(1000) {
+                f(row, key, ns);
+            }
+        }
+        return Ok(());
+    }
+    for (row, (key, ts)) in int_keys(keys)?
+        .into_iter()
+        .zip(times(times_array)?)
+        .enumerate()
+    {
+        if let (Some(key), Some(ts)) = (key, ts) {
+            f(row, key, ts);
+        }
+    }
+    Ok(())
+}
+
 /// How many bits of a key's hash pick its bucket: buckets of a few thousand feature rows, so
 /// that each bucket's entries sort in cache instead of one sort over all rows.
-fn bucket_bits(rows: usize) -> u32 {
-    let buckets = rows / 4096;
+fn bucket_bits(rows: usize, bucket_rows: usize) -> u32 {
+    let buckets = rows / bucket_rows.max(1);
     (usize::BITS - buckets.leading_zeros()).min(16)
 }
 
@@ -104,11 +140,32 @@ fn bucket_of(key: i64, bits: u32) -> usize {
     ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
+/// Most bytes of sort entries (both sides) scattered at once: the buckets are matched in
+/// passes over ranges of buckets, so that their entries, fresh memory each, stay small
+/// beside the inputs (560 MB in one pass for 10M x 10M rows).
+const PASS_BYTES: usize = 128 << 20;
+
+/// Rows per bucket the bucket count aims at.
+const BUCKET_ROWS: usize = 4096;
+
+/// How a view is matched: [`PASS_BYTES`] and [`BUCKET_ROWS`], smaller in tests.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    pass_limit: usize,
+    bucket_rows: usize,
+}
+
+const TUNING: Tuning = Tuning {
+    pass_limit: PASS_BYTES,
+    bucket_rows: BUCKET_ROWS,
+};
+
 #[derive(Clone, Copy, Default)]
 struct RightEntry {
     key: i64,
     ts: i64,
     created: i64,
+    /// The feature row's address (see [`Addressing`]).
     reference: u64,
 }
 
@@ -119,39 +176,63 @@ struct LeftEntry {
     row: u64,
 }
 
-/// One chunk's entries grouped by bucket: bucket `b` is `entries[offsets[b]..offsets[b + 1]]`.
+/// One chunk's entries of the buckets `first..` grouped by bucket: bucket `first + b` is
+/// `entries[offsets[b]..offsets[b + 1]]`.
 struct Buckets<T> {
     entries: Vec<T>,
     offsets: Vec<usize>,
+    first: usize,
 }
 
+/// Calls its argument once per entry of a chunk, in the same order every time.
+type Each<'a, T> = dyn Fn(&mut dyn FnMut(i64, T)) -> Result<()> + Sync + 'a;
+
 impl<T: Copy + Default> Buckets<T> {
-    /// Two passes over the chunk (`each` calls its argument once per entry, in the same order
-    /// both times): count per bucket, then write every entry straight into its place.
-    fn build(bits: u32, each: impl Fn(&mut dyn FnMut(i64, T)) -> Result<()>) -> Result<Self> {
-        let mut offsets = vec![0usize; (1 << bits) + 1];
-        each(&mut |key, _| offsets[bucket_of(key, bits) + 1] += 1)?;
-        for b in 1..offsets.len() {
-            offsets[b] += offsets[b - 1];
+    /// How many of the chunk's entries fall in each bucket.
+    fn count(bits: u32, each: &Each<'_, T>) -> Result<Vec<usize>> {
+        let mut counts = vec![0usize; 1 << bits];
+        each(&mut |key, _| counts[bucket_of(key, bits)] += 1)?;
+        Ok(counts)
+    }
+
+    /// The chunk's entries of the buckets in `range`, each written straight into its place.
+    fn scatter(
+        bits: u32,
+        counts: &[usize],
+        range: std::ops::Range<usize>,
+        each: &Each<'_, T>,
+    ) -> Result<Self> {
+        let mut offsets = Vec::with_capacity(range.len() + 1);
+        offsets.push(0usize);
+        for b in range.clone() {
+            offsets.push(offsets[offsets.len() - 1] + counts[b]);
         }
         let mut entries = vec![T::default(); offsets[offsets.len() - 1]];
         let mut next = offsets.clone();
         each(&mut |key, entry| {
-            let at = &mut next[bucket_of(key, bits)];
-            entries[*at] = entry;
-            *at += 1;
+            let b = bucket_of(key, bits);
+            if range.contains(&b) {
+                let at = &mut next[b - range.start];
+                entries[*at] = entry;
+                *at += 1;
+            }
         })?;
-        Ok(Self { entries, offsets })
+        Ok(Self {
+            entries,
+            offsets,
+            first: range.start,
+        })
     }
 
     fn bucket(&self, b: usize) -> &[T] {
+        let b = b - self.first;
         &self.entries[self.offsets[b]..self.offsets[b + 1]]
     }
 }
 
 /// Splits `batches` into at most `parts` runs of whole batches with about as many rows each,
-/// with the position of each run's first row among all rows.
-fn chunks(batches: &[RecordBatch], parts: usize) -> Vec<(u64, &[RecordBatch])> {
+/// with the index of each run's first batch and the position of its first row.
+fn chunks(batches: &[RecordBatch], parts: usize) -> Vec<Chunk<'_>> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let per_part = total.div_ceil(parts.max(1)).max(1);
     let mut out = Vec::with_capacity(parts);
@@ -160,7 +241,7 @@ fn chunks(batches: &[RecordBatch], parts: usize) -> Vec<(u64, &[RecordBatch])> {
         rows += batch.num_rows();
         offset += batch.num_rows() as u64;
         if rows >= per_part || i + 1 == batches.len() {
-            out.push((first_row, &batches[start..=i]));
+            out.push((start, first_row, &batches[start..=i]));
             (start, rows, first_row) = (i + 1, 0, offset);
         }
     }
@@ -174,204 +255,247 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> 
         .map_err(|_| DataFusionError::Internal("a join thread panicked".into()))?
 }
 
-/// For every entity row, the position of its match among all rows of `view.batches`, or `NONE`.
+/// Runs `work` on every item on its own scoped thread; the results in item order.
+fn on_threads<I: Sync, T: Send>(
+    items: &[I],
+    work: impl Fn(&I) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| {
+                let work = &work;
+                scope.spawn(move || work(item))
+            })
+            .collect();
+        handles.into_iter().map(joined).collect()
+    })
+}
+
+/// A batch's created times in nanoseconds, `i64::MIN` where there are none (they sort first).
+enum Created<'a> {
+    None,
+    /// Microseconds without nulls, as stored.
+    Micros(&'a [i64]),
+    Converted(Vec<Option<i64>>),
+}
+
+impl<'a> Created<'a> {
+    fn of(array: Option<&'a dyn Array>) -> Result<Self> {
+        Ok(match array {
+            None => Created::None,
+            Some(array) => match array.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, _) if array.null_count() == 0 => {
+                    Created::Micros(
+                        array
+                            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                            .values(),
+                    )
+                }
+                _ => Created::Converted(times(array)?),
+            },
+        })
+    }
+
+    #[inline]
+    fn at(&self, row: usize) -> i64 {
+        match self {
+            Created::None => i64::MIN,
+            Created::Micros(micros) => micros
+                .get(row)
+                .and_then(|us| us.checked_mul(1000))
+                .unwrap_or(i64::MIN),
+            Created::Converted(times) => times.get(row).copied().flatten().unwrap_or(i64::MIN),
+        }
+    }
+}
+
+/// A run of whole batches: the index of its first batch, the position of its first row, and
+/// the batches.
+type Chunk<'a> = (usize, u64, &'a [RecordBatch]);
+
+/// The feature side's entries of `chunk` (see [`Each`]).
+fn right_entries<'a>(
+    view: &'a ViewInput,
+    addressing: Addressing,
+    (first_batch, _, batches): Chunk<'a>,
+) -> impl Fn(&mut dyn FnMut(i64, RightEntry)) -> Result<()> + Sync + 'a {
+    move |emit| {
+        for (i, batch) in batches.iter().enumerate() {
+            let created = Created::of(view.has_created.then(|| batch.column(2).as_ref()))?;
+            each_key_time(
+                batch.column(0).as_ref(),
+                batch.column(1).as_ref(),
+                |row, key, ts| {
+                    emit(
+                        key,
+                        RightEntry {
+                            key,
+                            ts,
+                            created: created.at(row),
+                            reference: addressing.address(first_batch + i, row),
+                        },
+                    );
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The entity side's entries of `chunk` (see [`Each`]).
+fn left_entries(
+    left_key: usize,
+    left_ts: usize,
+    (_, first_row, batches): Chunk<'_>,
+) -> impl Fn(&mut dyn FnMut(i64, LeftEntry)) -> Result<()> + Sync + '_ {
+    move |emit| {
+        let mut start = first_row;
+        for batch in batches {
+            each_key_time(
+                batch.column(left_key).as_ref(),
+                batch.column(left_ts).as_ref(),
+                |row, key, ts| {
+                    emit(
+                        key,
+                        LeftEntry {
+                            key,
+                            ts,
+                            row: start + row as u64,
+                        },
+                    )
+                },
+            )?;
+            start += batch.num_rows() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// For every entity row, the address of its matching feature row in `view.batches`, or
+/// `NONE`.
 ///
-/// Both sides are scattered into hash buckets of the join key (one chunk of input per
-/// thread), then each thread sorts and merges its share of the buckets, a bucket at a time in
-/// cache. Within a bucket, entries sort by (key, time[, created]), so the merge sees each
-/// key's rows in time order.
+/// Both sides' entries are scattered into hash buckets of the join key (one chunk of input
+/// per thread), then each thread sorts and merges its share of the buckets, a bucket at a
+/// time in cache. Within a bucket, entries sort by (key, time[, created]), so the merge sees
+/// each key's rows in time order. The buckets are taken in passes over ranges of buckets
+/// of at most `tuning.pass_limit` bytes of entries (a bucket is never split).
 fn match_view(
     left: &[RecordBatch],
     left_ts: usize,
     view: &ViewInput,
+    addressing: Addressing,
     threads: usize,
+    tuning: Tuning,
 ) -> Result<Vec<u64>> {
     let right_rows: usize = view.batches.iter().map(RecordBatch::num_rows).sum();
     let left_rows: usize = left.iter().map(RecordBatch::num_rows).sum();
-    let bits = bucket_bits(right_rows.max(left_rows));
+    let bits = bucket_bits(right_rows.max(left_rows), tuning.bucket_rows);
+    let buckets = 1usize << bits;
     let t0 = std::time::Instant::now();
     let right_chunks = chunks(&view.batches, threads);
     let left_chunks = chunks(left, threads);
-    let (right, left) = std::thread::scope(|scope| {
-        let right: Vec<_> = right_chunks
-            .iter()
-            .map(|&(first, batches)| {
-                scope.spawn(move || {
-                    Buckets::build(bits, |emit| {
-                        let mut reference = first;
-                        for batch in batches {
-                            let keys = int_keys(batch.column(0).as_ref())?;
-                            let ts = times(batch.column(1).as_ref())?;
-                            let created = if view.has_created {
-                                times(batch.column(2).as_ref())?
-                            } else {
-                                Vec::new()
-                            };
-                            for row in 0..batch.num_rows() {
-                                if let (Some(key), Some(t)) = (keys[row], ts[row]) {
-                                    let c = created.get(row).copied().flatten();
-                                    emit(
-                                        key,
-                                        RightEntry {
-                                            key,
-                                            ts: t,
-                                            created: c.unwrap_or(i64::MIN),
-                                            reference: reference + row as u64,
-                                        },
-                                    );
-                                }
-                            }
-                            reference += batch.num_rows() as u64;
-                        }
-                        Ok(())
-                    })
-                })
-            })
-            .collect();
-        let left: Vec<_> = left_chunks
-            .iter()
-            .map(|&(first, batches)| {
-                scope.spawn(move || {
-                    Buckets::build(bits, |emit| {
-                        let mut row = first;
-                        for batch in batches {
-                            let keys = int_keys(batch.column(view.left_key).as_ref())?;
-                            let ts = times(batch.column(left_ts).as_ref())?;
-                            for (key, t) in keys.into_iter().zip(ts) {
-                                if let (Some(key), Some(ts)) = (key, t) {
-                                    emit(key, LeftEntry { key, ts, row });
-                                }
-                                row += 1;
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-            })
-            .collect();
-        let right: Result<Vec<Buckets<RightEntry>>> = right.into_iter().map(joined).collect();
-        let left: Result<Vec<Buckets<LeftEntry>>> = left.into_iter().map(joined).collect();
-        (right, left)
-    });
-    let (right, left) = (right?, left?);
-    tracing::debug!(
-        elapsed_ms = t0.elapsed().as_millis() as u64,
-        "in-memory join: bucketed"
-    );
+    let right_counts = on_threads(&right_chunks, |c| {
+        Buckets::count(bits, &right_entries(view, addressing, *c))
+    })?;
+    let left_counts = on_threads(&left_chunks, |c| {
+        Buckets::count(bits, &left_entries(view.left_key, left_ts, *c))
+    })?;
+    // Bucket ranges of about `tuning.pass_limit` bytes of entries each.
+    let bytes = |b: usize| {
+        right_counts.iter().map(|c| c[b]).sum::<usize>() * size_of::<RightEntry>()
+            + left_counts.iter().map(|c| c[b]).sum::<usize>() * size_of::<LeftEntry>()
+    };
+    let mut passes = Vec::new();
+    let (mut start, mut pass_bytes) = (0usize, 0usize);
+    for b in 0..buckets {
+        pass_bytes += bytes(b);
+        if pass_bytes >= tuning.pass_limit || b + 1 == buckets {
+            passes.push(start..b + 1);
+            (start, pass_bytes) = (b + 1, 0);
+        }
+    }
     let matches: Vec<AtomicU64> = (0..left_rows).map(|_| AtomicU64::new(NONE)).collect();
     let ttl = view.ttl_ns;
-    let buckets = 1usize << bits;
-    let per_thread = buckets.div_ceil(threads.max(1));
-    std::thread::scope(|scope| {
-        for first in (0..buckets).step_by(per_thread) {
-            let (right, left, matches) = (&right, &left, &matches);
-            scope.spawn(move || {
-                let (mut r, mut l) = (Vec::new(), Vec::new());
-                for b in first..(first + per_thread).min(buckets) {
-                    l.clear();
-                    for part in left {
-                        l.extend_from_slice(part.bucket(b));
-                    }
-                    if l.is_empty() {
-                        continue;
-                    }
-                    r.clear();
-                    for part in right {
-                        r.extend_from_slice(part.bucket(b));
-                    }
-                    r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
-                    l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
-                    let mut next = 0usize;
-                    let mut candidate: Option<RightEntry> = None;
-                    for e in &l {
-                        while let Some(c) = r.get(next) {
-                            if (c.key, c.ts) <= (e.key, e.ts) {
-                                candidate = Some(*c);
-                                next += 1;
-                            } else {
-                                break;
-                            }
-                        }
-                        if let Some(c) = candidate
-                            && c.key == e.key
-                            && ttl.is_none_or(|ttl| c.ts >= e.ts.saturating_sub(ttl))
-                        {
-                            matches[e.row as usize].store(c.reference, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        }
-    });
+    for range in &passes {
+        let right_parts: Vec<_> = right_chunks.iter().zip(&right_counts).collect();
+        let left_parts: Vec<_> = left_chunks.iter().zip(&left_counts).collect();
+        let right = on_threads(&right_parts, |(c, counts)| {
+            Buckets::scatter(
+                bits,
+                counts,
+                range.clone(),
+                &right_entries(view, addressing, **c),
+            )
+        })?;
+        let left = on_threads(&left_parts, |(c, counts)| {
+            Buckets::scatter(
+                bits,
+                counts,
+                range.clone(),
+                &left_entries(view.left_key, left_ts, **c),
+            )
+        })?;
+        let per_thread = range.len().div_ceil(threads.max(1)).max(1);
+        let shares: Vec<_> = range
+            .clone()
+            .step_by(per_thread)
+            .map(|first| first..(first + per_thread).min(range.end))
+            .collect();
+        on_threads(&shares, |share| {
+            merge_buckets(share.clone(), &right, &left, ttl, &matches);
+            Ok(())
+        })?;
+    }
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
-        "in-memory join: merged"
+        passes = passes.len(),
+        "in-memory join: matched a view"
     );
     Ok(matches.into_iter().map(AtomicU64::into_inner).collect())
 }
 
-/// How one view's features are gathered into the output.
-struct ViewValues {
-    /// The fixed-width features, row by row, and their positions among the view's features.
-    rows: Option<(RowStore, Vec<usize>)>,
-    /// Every other feature as one array over all of the view's rows, with its position.
-    arrays: Vec<(usize, ArrayRef)>,
-    feature_count: usize,
-}
-
-impl ViewValues {
-    fn build(view: &ViewInput) -> Result<Self> {
-        let first_feature = 2 + usize::from(view.has_created);
-        let (fixed, other): (Vec<usize>, Vec<usize>) =
-            (0..view.feature_count).partition(|&f| rowstore::fits(view.fields[f].data_type()));
-        let rows = if fixed.is_empty() {
-            None
-        } else {
-            let columns: Vec<usize> = fixed.iter().map(|f| first_feature + f).collect();
-            let types: Vec<DataType> = fixed
-                .iter()
-                .map(|&f| view.fields[f].data_type().clone())
-                .collect();
-            Some((RowStore::build(&view.batches, &columns, &types)?, fixed))
-        };
-        let arrays = other
-            .into_iter()
-            .map(|f| {
-                rowstore::concat_column(
-                    &view.batches,
-                    first_feature + f,
-                    view.fields[f].data_type(),
-                )
-                .map(|a| (f, a))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            rows,
-            arrays,
-            feature_count: view.feature_count,
-        })
-    }
-
-    /// The feature columns for entity rows whose matches are `matches`, in view order.
-    fn gather(&self, matches: &[u64]) -> Result<Vec<ArrayRef>> {
-        let mut out: Vec<Option<ArrayRef>> = vec![None; self.feature_count];
-        if let Some((store, positions)) = &self.rows {
-            for (array, &f) in store.gather(matches)?.into_iter().zip(positions) {
-                out[f] = Some(array);
+/// Sorts and merges the buckets of `share`, recording each entity row's match.
+fn merge_buckets(
+    share: std::ops::Range<usize>,
+    right: &[Buckets<RightEntry>],
+    left: &[Buckets<LeftEntry>],
+    ttl: Option<i64>,
+    matches: &[AtomicU64],
+) {
+    let (mut r, mut l) = (Vec::new(), Vec::new());
+    for b in share {
+        l.clear();
+        for part in left {
+            l.extend_from_slice(part.bucket(b));
+        }
+        if l.is_empty() {
+            continue;
+        }
+        r.clear();
+        for part in right {
+            r.extend_from_slice(part.bucket(b));
+        }
+        r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
+        l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
+        let mut next = 0usize;
+        let mut candidate: Option<RightEntry> = None;
+        for e in &l {
+            while let Some(c) = r.get(next) {
+                if (c.key, c.ts) <= (e.key, e.ts) {
+                    candidate = Some(*c);
+                    next += 1;
+                } else {
+                    break;
+                }
+            }
+            if let Some(c) = candidate
+                && c.key == e.key
+                && ttl.is_none_or(|ttl| c.ts >= e.ts.saturating_sub(ttl))
+            {
+                matches[e.row as usize].store(c.reference, Ordering::Relaxed);
             }
         }
-        if !self.arrays.is_empty() {
-            let positions: UInt64Array =
-                matches.iter().map(|&m| (m != NONE).then_some(m)).collect();
-            for (f, array) in &self.arrays {
-                out[*f] = Some(take(array.as_ref(), &positions, None)?);
-            }
-        }
-        out.into_iter()
-            .map(|a| {
-                a.ok_or_else(|| DataFusionError::Internal("a feature was not gathered".into()))
-            })
-            .collect()
     }
 }
 
@@ -395,19 +519,24 @@ pub(crate) fn join(
             .map(|n| n.get())
             .unwrap_or(2)
             .max(1);
-        // Matches per view, computed one view at a time.
+        // Matches per view, computed one view at a time; the features are gathered from
+        // the batches they were read into.
         let mut all_matches = Vec::with_capacity(views.len());
+        let mut values = Vec::with_capacity(views.len());
         let started = std::time::Instant::now();
         for view in &views {
-            all_matches.push(match_view(&left, left_ts, view, parts)?);
+            let addressing = Addressing::of(&view.batches);
+            all_matches.push(match_view(&left, left_ts, view, addressing, parts, TUNING)?);
+            let first_feature = 2 + usize::from(view.has_created);
+            let columns: Vec<usize> = (first_feature..first_feature + view.feature_count).collect();
+            let types: Vec<DataType> = view.fields.iter().map(|f| f.data_type().clone()).collect();
+            values.push(Columns::new(&view.batches, addressing, &columns, &types));
         }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "in-memory join: matched"
         );
-        // Fixed-width features are gathered row-wise from a row store, the others with
-        // `take` from one array over all of the view's rows.
-        let values: Vec<ViewValues> = views.iter().map(ViewValues::build).collect::<Result<_>>()?;
+        // The key and time columns are dropped here; the features live on in `values`.
         drop(views);
         // Output batches in entity order: `batch_size` rows each, built two at a time.
         let mut chunks: Vec<(usize, RecordBatch)> = Vec::new();
@@ -452,4 +581,138 @@ pub(crate) fn join(
         Ok(())
     });
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
+    use proptest::prelude::*;
+
+    fn ts_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    }
+
+    fn int64s(values: impl Iterator<Item = i64>) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(values))
+    }
+
+    fn micros(values: impl Iterator<Item = i64>) -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+    }
+
+    /// Feature rows `(key, ts, created)` in batches of `batch_rows`, with `f0 = row number`.
+    fn view(rows: &[(i64, i64, i64)], batch_rows: usize, ttl_ns: Option<i64>) -> ViewInput {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__k0", DataType::Int64, true),
+            Field::new("__ts", ts_type(), true),
+            Field::new("__created", ts_type(), true),
+            Field::new("__f0", DataType::Float64, true),
+        ]));
+        let batches = rows
+            .chunks(batch_rows.max(1))
+            .enumerate()
+            .map(|(c, chunk)| {
+                let first = c * batch_rows.max(1);
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        int64s(chunk.iter().map(|r| r.0)),
+                        micros(chunk.iter().map(|r| r.1)),
+                        micros(chunk.iter().map(|r| r.2)),
+                        Arc::new(Float64Array::from_iter_values(
+                            (first..first + chunk.len()).map(|i| i as f64),
+                        )),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        ViewInput {
+            batches,
+            has_created: true,
+            feature_count: 1,
+            fields: vec![Field::new("f0", DataType::Float64, true)],
+            left_key: 0,
+            ttl_ns,
+        }
+    }
+
+    fn entities(rows: &[(i64, i64)], batch_rows: usize) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", ts_type(), true),
+        ]));
+        rows.chunks(batch_rows.max(1))
+            .map(|chunk| {
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        int64s(chunk.iter().map(|r| r.0)),
+                        micros(chunk.iter().map(|r| r.1)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// The row number of each entity row's match by the definition: greatest (event time,
+    /// created) among the key's rows with `ts - ttl <= event <= ts`.
+    fn oracle(
+        features: &[(i64, i64, i64)],
+        rows: &[(i64, i64)],
+        ttl_us: Option<i64>,
+    ) -> Vec<Option<usize>> {
+        rows.iter()
+            .map(|&(key, ts)| {
+                features
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| {
+                        f.0 == key && f.1 <= ts && ttl_us.is_none_or(|ttl| f.1 >= ts - ttl)
+                    })
+                    .max_by_key(|(_, f)| (f.1, f.2))
+                    .map(|(i, _)| i)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// One pass or many (a pass limit of one entry), one thread or two, any batch sizes:
+        /// every entity row's gathered feature row is the oracle's.
+        #[test]
+        fn passes_and_batches_do_not_change_the_matches(
+            features in prop::collection::vec((0i64..40, 0i64..50, 0i64..3), 0..300),
+            rows in prop::collection::vec((0i64..45, 0i64..60), 1..200),
+            feature_batch in 1usize..70,
+            entity_batch in 1usize..70,
+            ttl_us in prop::option::of(0i64..20),
+        ) {
+            // Distinct (key, event, created) rows, so the oracle's answer is unique.
+            let mut features = features;
+            features.sort_unstable();
+            features.dedup();
+            let features: Vec<_> = features.into_iter().rev().collect();
+            let view = view(&features, feature_batch, ttl_us.map(|t| t * 1000));
+            let left = entities(&rows, entity_batch);
+            let addressing = Addressing::of(&view.batches);
+            let want = oracle(&features, &rows, ttl_us);
+            let columns = Columns::new(&view.batches, addressing, &[3], &[DataType::Float64]);
+            for (threads, pass_limit, bucket_rows) in
+                [(1, usize::MAX, 4096), (2, usize::MAX, 4), (2, 1, 4), (1, 100, 2), (2, 1, 1)]
+            {
+                let tuning = Tuning { pass_limit, bucket_rows };
+                let matches = match_view(&left, 1, &view, addressing, threads, tuning).unwrap();
+                let got = columns.gather(&matches).unwrap();
+                let got = got[0].as_primitive::<arrow::datatypes::Float64Type>();
+                for (i, want) in want.iter().enumerate() {
+                    let got = got.is_valid(i).then(|| got.value(i) as usize);
+                    prop_assert_eq!(got, *want, "entity row {} with {} threads, {:?}", i, threads, tuning);
+                }
+            }
+        }
+    }
 }

@@ -3,9 +3,9 @@
 
 mod append;
 mod entities;
+mod gather;
 mod latest;
 mod memjoin;
-mod rowstore;
 pub(crate) mod sources;
 
 use std::num::NonZeroUsize;
@@ -466,8 +466,16 @@ impl FileOfflineStore {
                     .then(|| i64::try_from(view.view.ttl.0.as_nanos()).unwrap_or(i64::MAX)),
             });
         }
+        let bytes = |batches: &[RecordBatch]| {
+            batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>()
+        };
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
+            entity_bytes = bytes(&left),
+            view_bytes = inputs.iter().map(|v| bytes(&v.batches)).sum::<usize>(),
             "in-memory join: inputs read"
         );
         memjoin::join(left, left_schema, left_ts, inputs, self.options.batch_size)
