@@ -2,9 +2,9 @@
 //! into, without first copying them into one array or a row-major store.
 //!
 //! A feature row's address is `(batch << shift) | row`. Copying the view's values once more
-//! (about 800 MB for 10M rows of 10 doubles) used to cost more than it saved: on a VM, memory
-//! a process touches for the first time is expensive (the kernel zeroes it, the host backs
-//! it), and that copy was the largest block of fresh memory of the whole join.
+//! (400 MB for `bench/pit`'s 10M rows of 10 floats) used to cost more than it saved: on a
+//! VM, memory a process touches for the first time is expensive (the kernel zeroes it, the
+//! host backs it), and that copy was the largest block of fresh memory of the whole join.
 
 use std::sync::Arc;
 

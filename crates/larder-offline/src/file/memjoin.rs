@@ -710,7 +710,14 @@ mod tests {
                 let got = got[0].as_primitive::<arrow::datatypes::Float64Type>();
                 for (i, want) in want.iter().enumerate() {
                     let got = got.is_valid(i).then(|| got.value(i) as usize);
-                    prop_assert_eq!(got, *want, "entity row {} with {} threads, {:?}", i, threads, tuning);
+                    prop_assert_eq!(
+                        got,
+                        *want,
+                        "entity row {} with {} threads, {:?}",
+                        i,
+                        threads,
+                        tuning
+                    );
                 }
             }
         }
