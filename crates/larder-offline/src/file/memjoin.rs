@@ -143,7 +143,7 @@ fn bucket_of(key: i64, bits: u32) -> usize {
 /// Most bytes of sort entries (both sides) scattered at once: the buckets are matched in
 /// passes over ranges of buckets, so that their entries, fresh memory each, stay small
 /// beside the inputs (560 MB in one pass for 10M x 10M rows).
-const PASS_BYTES: usize = 128 << 20;
+pub(crate) const PASS_BYTES: usize = 128 << 20;
 
 /// Rows per bucket the bucket count aims at.
 const BUCKET_ROWS: usize = 4096;

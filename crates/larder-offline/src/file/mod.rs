@@ -365,8 +365,12 @@ impl FileOfflineStore {
             return Ok(None);
         }
         let budget = memory_limit(&self.options) / 2;
-        let entity_width = row_width(&entities.plan.schema()) + 40;
+        // The entity batches and one 8-byte match per entity row and view.
+        let entity_width = row_width(&entities.plan.schema()) + 8 * request.views.len();
         let mut needed = entities.rows.saturating_mul(entity_width);
+        // The sort entries (24 bytes per entity row, 32 per feature row), of which one pass
+        // holds at most `memjoin::PASS_BYTES`.
+        let mut entries = entities.rows.saturating_mul(24);
         let mut sources = Vec::with_capacity(request.views.len());
         for view in &request.views {
             let source = sources::plan_view_source(
@@ -391,11 +395,11 @@ impl FileOfflineStore {
             let Some(rows) = rows else {
                 return Ok(None);
             };
-            // The batches, plus a 32-byte sort entry per row.
-            needed =
-                needed.saturating_add(rows.saturating_mul(row_width(&source.plan.schema()) + 32));
+            needed = needed.saturating_add(rows.saturating_mul(row_width(&source.plan.schema())));
+            entries = entries.saturating_add(rows.saturating_mul(32));
             sources.push(source);
         }
+        let needed = needed.saturating_add(entries.min(memjoin::PASS_BYTES));
         if needed > budget {
             tracing::debug!(needed, budget, "point-in-time join takes the spilling path");
             return Ok(None);
