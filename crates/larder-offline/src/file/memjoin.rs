@@ -25,12 +25,15 @@ use futures::TryStreamExt;
 
 use crate::asof::timestamps_ns;
 
-use super::gather::{Addressing, Columns, NONE};
+use super::gather::{Addressing, Columns, NONE, PackedRows, RowLayout, pack};
 
 /// One view's side of the join, read into memory.
 pub(crate) struct ViewInput {
-    /// Batches of `__k0, __ts, [__created], __f0..`.
+    /// Batches of `__k0, __ts, [__created], __f0..`; only the key and times when the
+    /// features are `packed`.
     pub batches: Vec<RecordBatch>,
+    /// The features packed row by row, one block per batch ([`read_view`]).
+    pub packed: Option<(RowLayout, Vec<PackedRows>)>,
     pub has_created: bool,
     pub feature_count: usize,
     /// Output names and types of the features.
@@ -40,17 +43,63 @@ pub(crate) struct ViewInput {
     pub ttl_ns: Option<i64>,
 }
 
+impl ViewInput {
+    /// Where the features are in the batches as read (before any packing).
+    pub fn feature_columns(&self) -> Vec<usize> {
+        let first = 2 + usize::from(self.has_created);
+        (first..first + self.feature_count).collect()
+    }
+}
+
 /// Runs every partition of `plan` at once and returns the batches of each, in partition order.
 pub(crate) async fn collect_partitions(
     plan: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
 ) -> Result<Vec<Vec<RecordBatch>>> {
+    collect_partitions_with(plan, context, Ok).await
+}
+
+/// Reads a view's rows like [`collect_partitions`]; with a `layout`, packs its feature
+/// columns as each batch arrives and keeps only the batch's other columns.
+pub(crate) async fn read_view(
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    layout: Option<RowLayout>,
+) -> Result<(Vec<RecordBatch>, Option<(RowLayout, Vec<PackedRows>)>)> {
+    let Some(layout) = layout else {
+        let batches = collect_partitions(plan, context).await?;
+        return Ok((batches.into_iter().flatten().collect(), None));
+    };
+    let packer = layout.clone();
+    let parts = collect_partitions_with(plan, context, move |batch| {
+        Ok((packer.rest(&batch)?, pack(&batch, &packer)?))
+    })
+    .await?;
+    let (batches, blocks) = parts.into_iter().flatten().unzip();
+    Ok((batches, Some((layout, blocks))))
+}
+
+/// Runs every partition of `plan` at once, maps each batch with `f` as it arrives, and
+/// returns the results of each partition, in partition order.
+async fn collect_partitions_with<T, F>(
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    f: F,
+) -> Result<Vec<Vec<T>>>
+where
+    T: Send + 'static,
+    F: Fn(RecordBatch) -> Result<T> + Clone + Send + 'static,
+{
     let partitions = plan.output_partitioning().partition_count();
     let mut tasks = Vec::with_capacity(partitions);
     for partition in 0..partitions {
         let stream = plan.execute(partition, context.clone())?;
+        let f = f.clone();
         tasks.push(tokio::spawn(async move {
-            stream.try_collect::<Vec<RecordBatch>>().await
+            stream
+                .and_then(move |batch| futures::future::ready(f(batch)))
+                .try_collect::<Vec<T>>()
+                .await
         }));
     }
     let mut out = Vec::with_capacity(partitions);
@@ -514,6 +563,7 @@ pub(crate) fn join(
     let schema = Arc::new(Schema::new(fields));
     let mut builder = RecordBatchReceiverStreamBuilder::new(schema.clone(), 16);
     let tx = builder.tx();
+    let mut views = views;
     builder.spawn_blocking(move || {
         let parts = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -524,13 +574,18 @@ pub(crate) fn join(
         let mut all_matches = Vec::with_capacity(views.len());
         let mut values = Vec::with_capacity(views.len());
         let started = std::time::Instant::now();
-        for view in &views {
+        for view in &mut views {
             let addressing = Addressing::of(&view.batches);
             all_matches.push(match_view(&left, left_ts, view, addressing, parts, TUNING)?);
-            let first_feature = 2 + usize::from(view.has_created);
-            let columns: Vec<usize> = (first_feature..first_feature + view.feature_count).collect();
-            let types: Vec<DataType> = view.fields.iter().map(|f| f.data_type().clone()).collect();
-            values.push(Columns::new(&view.batches, addressing, &columns, &types));
+            values.push(match view.packed.take() {
+                Some((layout, blocks)) => Columns::packed(blocks, &layout, addressing),
+                None => {
+                    let columns = view.feature_columns();
+                    let types: Vec<DataType> =
+                        view.fields.iter().map(|f| f.data_type().clone()).collect();
+                    Columns::new(&view.batches, addressing, &columns, &types)
+                }
+            });
         }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -586,7 +641,7 @@ pub(crate) fn join(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
     use proptest::prelude::*;
 
     fn ts_type() -> DataType {
@@ -601,13 +656,15 @@ mod tests {
         Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
     }
 
-    /// Feature rows `(key, ts, created)` in batches of `batch_rows`, with `f0 = row number`.
+    /// Feature rows `(key, ts, created)` in batches of `batch_rows`, with `f0 = row number`
+    /// and `f1 = -row number` (null on every third row).
     fn view(rows: &[(i64, i64, i64)], batch_rows: usize, ttl_ns: Option<i64>) -> ViewInput {
         let schema = Arc::new(Schema::new(vec![
             Field::new("__k0", DataType::Int64, true),
             Field::new("__ts", ts_type(), true),
             Field::new("__created", ts_type(), true),
             Field::new("__f0", DataType::Float64, true),
+            Field::new("__f1", DataType::Int32, true),
         ]));
         let batches = rows
             .chunks(batch_rows.max(1))
@@ -623,6 +680,10 @@ mod tests {
                         Arc::new(Float64Array::from_iter_values(
                             (first..first + chunk.len()).map(|i| i as f64),
                         )),
+                        Arc::new(Int32Array::from_iter(
+                            (first..first + chunk.len())
+                                .map(|i| (i % 3 != 0).then_some(-(i as i32))),
+                        )),
                     ],
                 )
                 .unwrap()
@@ -630,9 +691,13 @@ mod tests {
             .collect();
         ViewInput {
             batches,
+            packed: None,
             has_created: true,
-            feature_count: 1,
-            fields: vec![Field::new("f0", DataType::Float64, true)],
+            feature_count: 2,
+            fields: vec![
+                Field::new("f0", DataType::Float64, true),
+                Field::new("f1", DataType::Int32, true),
+            ],
             left_key: 0,
             ttl_ns,
         }
@@ -700,24 +765,46 @@ mod tests {
             let left = entities(&rows, entity_batch);
             let addressing = Addressing::of(&view.batches);
             let want = oracle(&features, &rows, ttl_us);
-            let columns = Columns::new(&view.batches, addressing, &[3], &[DataType::Float64]);
+            let types = [DataType::Float64, DataType::Int32];
+            let columns = Columns::new(&view.batches, addressing, &[3, 4], &types);
+            // The same features packed row by row, matched on the batches' other columns.
+            let layout = RowLayout::of(&[3, 4], &types).unwrap();
+            let blocks = view.batches.iter().map(|b| pack(b, &layout).unwrap()).collect();
+            let packed = Columns::packed(blocks, &layout, addressing);
+            let rest = ViewInput {
+                batches: view.batches.iter().map(|b| layout.rest(b).unwrap()).collect(),
+                ..view
+            };
+            prop_assert!(rest.batches.iter().all(|b| b.num_columns() == 3));
             for (threads, pass_limit, bucket_rows) in
                 [(1, usize::MAX, 4096), (2, usize::MAX, 4), (2, 1, 4), (1, 100, 2), (2, 1, 1)]
             {
                 let tuning = Tuning { pass_limit, bucket_rows };
-                let matches = match_view(&left, 1, &view, addressing, threads, tuning).unwrap();
-                let got = columns.gather(&matches).unwrap();
-                let got = got[0].as_primitive::<arrow::datatypes::Float64Type>();
-                for (i, want) in want.iter().enumerate() {
-                    let got = got.is_valid(i).then(|| got.value(i) as usize);
-                    prop_assert_eq!(
-                        got,
-                        *want,
-                        "entity row {} with {} threads, {:?}",
-                        i,
-                        threads,
-                        tuning
-                    );
+                let matches = match_view(&left, 1, &rest, addressing, threads, tuning).unwrap();
+                for (source, columns) in [("columns", &columns), ("packed", &packed)] {
+                    let got = columns.gather(&matches).unwrap();
+                    let rows = got[0].as_primitive::<arrow::datatypes::Float64Type>();
+                    let negated = got[1].as_primitive::<arrow::datatypes::Int32Type>();
+                    for (i, want) in want.iter().enumerate() {
+                        let got = rows.is_valid(i).then(|| rows.value(i) as usize);
+                        prop_assert_eq!(
+                            got,
+                            *want,
+                            "entity row {} from {} with {} threads, {:?}",
+                            i,
+                            source,
+                            threads,
+                            tuning
+                        );
+                        let want_negated = want.filter(|r| r % 3 != 0).map(|r| -(r as i32));
+                        prop_assert_eq!(
+                            negated.is_valid(i).then(|| negated.value(i)),
+                            want_negated,
+                            "entity row {} from {}",
+                            i,
+                            source
+                        );
+                    }
                 }
             }
         }

@@ -411,9 +411,21 @@ impl FileOfflineStore {
             entities.plan.clone(),
             task.clone(),
         ));
+        // Views of several fixed-width features are packed row by row as they are read.
         let view_tasks: Vec<_> = sources
             .iter()
-            .map(|s| tokio::spawn(memjoin::collect_partitions(s.plan.clone(), task.clone())))
+            .zip(&request.views)
+            .map(|(s, view)| {
+                let first = 2 + usize::from(s.has_created);
+                let columns: Vec<usize> = (first..first + view.features.len()).collect();
+                let schema = s.plan.schema();
+                let types: Vec<_> = columns
+                    .iter()
+                    .map(|&c| schema.field(c).data_type().clone())
+                    .collect();
+                let layout = gather::RowLayout::of(&columns, &types);
+                tokio::spawn(memjoin::read_view(s.plan.clone(), task.clone(), layout))
+            })
             .collect();
         let joined = |e: tokio::task::JoinError| {
             OfflineError::execution(datafusion::error::DataFusionError::External(Box::new(e)))
@@ -421,7 +433,13 @@ impl FileOfflineStore {
         let left: Vec<_> = left_task
             .await
             .map_err(joined)?
-            .map_err(OfflineError::execution)?
+            .map_err(|e| match &request.entities {
+                crate::store::EntityInput::File { path, .. } => OfflineError::EntityFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                },
+                _ => OfflineError::execution(e),
+            })?
             .into_iter()
             .flatten()
             .collect();
@@ -449,19 +467,18 @@ impl FileOfflineStore {
                     )
                 })
                 .collect();
-            let batches = view_task
-                .await
-                .map_err(joined)?
-                .map_err(|e| OfflineError::SourceRead {
-                    source_name: view.view.batch_source.to_string(),
-                    path: String::new(),
-                    message: e.to_string(),
-                })?
-                .into_iter()
-                .flatten()
-                .collect();
+            let (batches, packed) =
+                view_task
+                    .await
+                    .map_err(joined)?
+                    .map_err(|e| OfflineError::SourceRead {
+                        source_name: view.view.batch_source.to_string(),
+                        path: String::new(),
+                        message: e.to_string(),
+                    })?;
             inputs.push(memjoin::ViewInput {
                 batches,
+                packed,
                 has_created: source.has_created,
                 feature_count: view.features.len(),
                 fields,
@@ -479,7 +496,15 @@ impl FileOfflineStore {
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             entity_bytes = bytes(&left),
-            view_bytes = inputs.iter().map(|v| bytes(&v.batches)).sum::<usize>(),
+            view_bytes = inputs
+                .iter()
+                .map(|v| {
+                    let packed = v.packed.as_ref().map_or(0, |(_, blocks)| {
+                        blocks.iter().map(gather::PackedRows::bytes).sum::<usize>()
+                    });
+                    bytes(&v.batches) + packed
+                })
+                .sum::<usize>(),
             "in-memory join: inputs read"
         );
         memjoin::join(left, left_schema, left_ts, inputs, self.options.batch_size)
