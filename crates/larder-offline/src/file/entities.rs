@@ -179,14 +179,81 @@ pub(crate) async fn plan_entities(
         exprs.push(expr.alias(name.as_str()));
     }
     let df = df.select(exprs).map_err(OfflineError::execution)?;
-
-    let range = df
+    let plan = df
         .clone()
+        .create_physical_plan()
+        .await
+        .map_err(|e| match &request.entities {
+            EntityInput::Sql(_) => OfflineError::EntitySql {
+                message: e.to_string(),
+            },
+            _ => OfflineError::execution(e),
+        })?;
+    // The row count and time range from the file's statistics when they are exact (a
+    // Parquet file's footer), else by a scan of the time column.
+    let (time_range, rows) = match exact_range(&plan, &ts_column) {
+        Some(known) => known,
+        None => scan_range(request, df, &ts_column).await?,
+    };
+    Ok(EntityPlan {
+        plan,
+        ts_column,
+        columns,
+        time_range,
+        rows,
+    })
+}
+
+/// The row count and the earliest and latest time (ns) of `plan`'s `ts_column`, when its
+/// statistics know them exactly.
+fn exact_range(
+    plan: &Arc<dyn ExecutionPlan>,
+    ts_column: &str,
+) -> Option<(Option<(i64, i64)>, usize)> {
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let stats = StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .ok()?;
+    let Precision::Exact(rows) = stats.num_rows else {
+        return None;
+    };
+    if rows == 0 {
+        return Some((None, 0));
+    }
+    let index = plan.schema().index_of(ts_column).ok()?;
+    let column = stats.column_statistics.get(index)?;
+    let ns = |bound: &Precision<ScalarValue>| {
+        let Precision::Exact(value) = bound else {
+            return None;
+        };
+        let array = value.to_array().ok()?;
+        timestamps_ns(array.as_ref())
+            .ok()?
+            .first()
+            .copied()
+            .flatten()
+    };
+    match (ns(&column.min_value), ns(&column.max_value)) {
+        (Some(lo), Some(hi)) => Some((Some((lo, hi)), rows)),
+        // Every time null: no range.
+        _ if column.null_count == Precision::Exact(rows) => Some((None, rows)),
+        _ => None,
+    }
+}
+
+/// The row count and time range of `df` by a scan of its time column.
+async fn scan_range(
+    request: &HistoricalRequest,
+    df: DataFrame,
+    ts_column: &str,
+) -> Result<(Option<(i64, i64)>, usize), OfflineError> {
+    let range = df
         .aggregate(
             vec![],
             vec![
-                min(ident(ts_column.as_str())).alias("lo"),
-                max(ident(ts_column.as_str())).alias("hi"),
+                min(ident(ts_column)).alias("lo"),
+                max(ident(ts_column)).alias("hi"),
                 count(lit(1)).alias("n"),
             ],
         )
@@ -200,7 +267,7 @@ pub(crate) async fn plan_entities(
             },
             _ => OfflineError::execution(e),
         })?;
-    let (time_range, rows) = match range.first() {
+    Ok(match range.first() {
         Some(batch) if batch.num_rows() == 1 => {
             let lo = timestamps_ns(batch.column(0).as_ref()).map_err(OfflineError::execution)?;
             let hi = timestamps_ns(batch.column(1).as_ref()).map_err(OfflineError::execution)?;
@@ -212,25 +279,8 @@ pub(crate) async fn plan_entities(
             (lo[0].zip(hi[0]), usize::try_from(n).unwrap_or(0))
         }
         _ => (None, 0),
-    };
-    let plan = df
-        .create_physical_plan()
-        .await
-        .map_err(|e| match &request.entities {
-            EntityInput::Sql(_) => OfflineError::EntitySql {
-                message: e.to_string(),
-            },
-            _ => OfflineError::execution(e),
-        })?;
-    Ok(EntityPlan {
-        plan,
-        ts_column,
-        columns,
-        time_range,
-        rows,
     })
 }
-
 /// A timestamp literal comparable with any timestamp column.
 pub(crate) fn ts_literal(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
