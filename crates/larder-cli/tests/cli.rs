@@ -902,6 +902,7 @@ fn allocator_run(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         .current_dir(repo)
         .env_remove("MIMALLOC_PURGE_DELAY")
         .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .env_remove("MIMALLOC_ALLOW_THP")
         .env_remove("LARDER_NO_MALLOC_TUNING")
         .env_remove("LARDER_LOG");
     for (name, value) in env {
@@ -954,14 +955,15 @@ fn historical_retrieval_runs_under_the_query_allocator_settings() {
     let tuned = allocator_run(&repo, &args, &[]);
     assert!(
         tuned.contains("allocator tuned for this command")
-            && tuned.contains("MIMALLOC_PURGE_DELAY=-1"),
+            && tuned.contains("MIMALLOC_PURGE_DELAY=-1 MIMALLOC_ALLOW_THP=0"),
         "{tuned}"
     );
     assert!(output.exists(), "the re-executed command wrote its output");
     let operator = allocator_run(&repo, &args, &[("MIMALLOC_PURGE_DELAY", "5")]);
     assert!(
         operator.contains("allocator settings from the environment")
-            && operator.contains("MIMALLOC_PURGE_DELAY=5"),
+            && operator.contains("MIMALLOC_PURGE_DELAY=5")
+            && !operator.contains("MIMALLOC_ALLOW_THP=0"),
         "{operator}"
     );
 }
