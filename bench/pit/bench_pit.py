@@ -510,24 +510,30 @@ def cmd_pit(a):
     warm_page_cache([spine, feats])
 
     runs = {"duckdb": [], "larder": []}
+    # Which engine ran just before each rep: on a VM that hands freed memory back to the host,
+    # the next process pays again to touch it (kernel time), so the order shows in sys_s.
+    previous = [None]
 
     def rm(p):
         return lambda: p.unlink(missing_ok=True)
 
     def peer(i):
         r = run_timed(duck_cmd, "duckdb", logdir, prepare=rm(out_d), cwd=data)
+        r["after"], previous[0] = previous[0], "duckdb"
         runs["duckdb"].append(r)
         log(f"  rep {i + 1} duckdb: {r['wall_s']:.2f}s process, {r['inner']['wall_s']:.2f}s query, "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB, rows {r['inner']['rows_out']}, foreign CPU {r['foreign_cpu_frac']:.0%}")
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, rows {r['inner']['rows_out']}, sys {r['sys_s']:.2f}s, "
+            f"after {r['after']}, foreign CPU {r['foreign_cpu_frac']:.0%}")
 
     def larder(i):
         try:
             r = run_timed(larder_cmd, "larder", logdir, prepare=rm(out_l), cwd=data)
         except BenchError as e:
             raise BenchError(f"Larder's get-historical-features failed; the DuckDB runs so far are in results.json.\n{e}")
+        r["after"], previous[0] = previous[0], "larder"
         runs["larder"].append(r)
         log(f"  rep {i + 1} larder: {r['wall_s']:.2f}s process, peak RSS {r['peak_rss_mb']:.0f} MB, "
-            f"foreign CPU {r['foreign_cpu_frac']:.0%}")
+            f"sys {r['sys_s']:.2f}s, after {r['after']}, foreign CPU {r['foreign_cpu_frac']:.0%}")
 
     case = {"kind": "pit", "spine_rows": S, "feature_rows": F, "entities": K, "data_dir": str(data),
             "manifest": manifest, "reps": reps, "environment": env,

@@ -143,6 +143,10 @@ def write_report(R, path):
                      f"process {', '.join(f2(r['wall_s']) for r in P['raw'])} s; peak RSS "
                      f"{', '.join(mb(r['peak_rss_mb']) for r in P['raw'])}; CPU {f2(P['cpu_s'])} s; foreign CPU max "
                      f"{P['foreign_cpu_frac_max']:.0%}{' (noisy)' if P['noisy'] else ''}")
+        for name, E in (("Larder", L), (peer_name(c), P)):
+            if E and all("after" in r for r in E["raw"]):
+                d.append(f"- {name} per rep (kernel time; engine run just before): " + ", ".join(
+                    f"sys {f2(r['sys_s'])} s after {r['after'] or 'nothing'}" for r in E["raw"]))
         ro = ratio_outer(c)
         if ro is not None:
             d.append(f"- ratio Larder process / peer process (both incl. start-up): {f2(ro)}")
