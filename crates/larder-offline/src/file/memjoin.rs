@@ -233,14 +233,36 @@ struct Buckets<T> {
     first: usize,
 }
 
-/// Calls its argument once per entry of a chunk, in the same order every time.
-type Each<'a, T> = dyn Fn(&mut dyn FnMut(i64, T)) -> Result<()> + Sync + 'a;
+/// Calls its second argument once per entry of a chunk whose key the filter keeps, in the
+/// same order every time.
+type Each<'a, T> = dyn Fn(&KeyFilter, &mut dyn FnMut(i64, T)) -> Result<()> + Sync + 'a;
+
+/// The keys whose bucket is in `range` (every key with [`KeyFilter::ALL`]). Checked before an
+/// entry is built: a pass over a fifth of the buckets then builds a fifth of the entries.
+struct KeyFilter {
+    bits: u32,
+    range: std::ops::Range<usize>,
+}
+
+impl KeyFilter {
+    const ALL: KeyFilter = KeyFilter {
+        bits: 0,
+        range: 0..usize::MAX,
+    };
+
+    #[inline]
+    fn keeps(&self, key: i64) -> bool {
+        self.range.contains(&bucket_of(key, self.bits))
+    }
+}
 
 impl<T: Copy + Default> Buckets<T> {
     /// How many of the chunk's entries fall in each bucket.
     fn count(bits: u32, each: &Each<'_, T>) -> Result<Vec<usize>> {
         let mut counts = vec![0usize; 1 << bits];
-        each(&mut |key, _| counts[bucket_of(key, bits)] += 1)?;
+        each(&KeyFilter::ALL, &mut |key, _| {
+            counts[bucket_of(key, bits)] += 1
+        })?;
         Ok(counts)
     }
 
@@ -258,13 +280,14 @@ impl<T: Copy + Default> Buckets<T> {
         }
         let mut entries = vec![T::default(); offsets[offsets.len() - 1]];
         let mut next = offsets.clone();
-        each(&mut |key, entry| {
-            let b = bucket_of(key, bits);
-            if range.contains(&b) {
-                let at = &mut next[b - range.start];
-                entries[*at] = entry;
-                *at += 1;
-            }
+        let filter = KeyFilter {
+            bits,
+            range: range.clone(),
+        };
+        each(&filter, &mut |key, entry| {
+            let at = &mut next[bucket_of(key, bits) - range.start];
+            entries[*at] = entry;
+            *at += 1;
         })?;
         Ok(Self {
             entries,
@@ -368,14 +391,17 @@ fn right_entries<'a>(
     view: &'a ViewInput,
     addressing: Addressing,
     (first_batch, _, batches): Chunk<'a>,
-) -> impl Fn(&mut dyn FnMut(i64, RightEntry)) -> Result<()> + Sync + 'a {
-    move |emit| {
+) -> impl Fn(&KeyFilter, &mut dyn FnMut(i64, RightEntry)) -> Result<()> + Sync + 'a {
+    move |filter, emit| {
         for (i, batch) in batches.iter().enumerate() {
             let created = Created::of(view.has_created.then(|| batch.column(2).as_ref()))?;
             each_key_time(
                 batch.column(0).as_ref(),
                 batch.column(1).as_ref(),
                 |row, key, ts| {
+                    if !filter.keeps(key) {
+                        return;
+                    }
                     emit(
                         key,
                         RightEntry {
@@ -397,14 +423,17 @@ fn left_entries(
     left_key: usize,
     left_ts: usize,
     (_, first_row, batches): Chunk<'_>,
-) -> impl Fn(&mut dyn FnMut(i64, LeftEntry)) -> Result<()> + Sync + '_ {
-    move |emit| {
+) -> impl Fn(&KeyFilter, &mut dyn FnMut(i64, LeftEntry)) -> Result<()> + Sync + '_ {
+    move |filter, emit| {
         let mut start = first_row;
         for batch in batches {
             each_key_time(
                 batch.column(left_key).as_ref(),
                 batch.column(left_ts).as_ref(),
                 |row, key, ts| {
+                    if !filter.keeps(key) {
+                        return;
+                    }
                     emit(
                         key,
                         LeftEntry {
