@@ -49,6 +49,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--compression` of a Parquet output file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputCompression {
+    /// Snappy, as DuckDB and pyarrow write by default.
+    #[default]
+    Snappy,
+    /// Zstandard (level 1): smaller files, slower to write.
+    Zstd,
+    /// No compression: fastest to write, largest files.
+    None,
+}
+
 impl Cli {
     pub fn open_options(&self) -> larder::OpenOptions {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -205,6 +217,9 @@ pub struct HistoricalArgs {
     /// Write the result to this file (.parquet or .csv) instead of printing a table.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Compression of a Parquet --output file.
+    #[arg(long, value_enum, value_name = "CODEC", requires = "output")]
+    pub compression: Option<OutputCompression>,
     /// Memory the query may use before spilling to disk, e.g. `4GiB`, `512MB`.
     #[arg(long, value_name = "SIZE", env = "LARDER_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,

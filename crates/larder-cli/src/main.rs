@@ -291,7 +291,7 @@ async fn historical(mut open: larder::OpenOptions, args: cli::HistoricalArgs) ->
     match &args.output {
         Some(path) => {
             let started = std::time::Instant::now();
-            let rows = output::write_file(stream, path).await?;
+            let rows = output::write_file(stream, path, args.compression).await?;
             eprintln!(
                 "Wrote {rows} rows to {} in {:.2}s.",
                 path.display(),

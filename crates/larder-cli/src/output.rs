@@ -11,9 +11,11 @@ use futures::StreamExt;
 use larder::offline::SendableRecordBatchStream;
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::basic::Compression;
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
+
+use crate::cli::OutputCompression;
 
 /// Rows per Parquet row group: small enough that encoding the last one adds little at the end.
 const ROW_GROUP_ROWS: usize = 1 << 18;
@@ -40,8 +42,25 @@ fn format_of(path: &Path) -> Result<Format> {
 }
 
 /// Streams the result into `path`; the file appears only when complete. Returns the row count.
-pub async fn write_file(mut stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+/// `compression` applies to Parquet files (snappy when `None`); asking for it with a CSV file
+/// is an error.
+pub async fn write_file(
+    mut stream: SendableRecordBatchStream,
+    path: &Path,
+    compression: Option<OutputCompression>,
+) -> Result<u64> {
     let format = format_of(path)?;
+    if matches!(format, Format::Csv) && compression.is_some() {
+        bail!(
+            "--compression applies to Parquet output; `{}` is a CSV file",
+            path.display()
+        );
+    }
+    let codec = match compression.unwrap_or_default() {
+        OutputCompression::Snappy => Compression::SNAPPY,
+        OutputCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+        OutputCompression::None => Compression::UNCOMPRESSED,
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -54,7 +73,7 @@ pub async fn write_file(mut stream: SendableRecordBatchStream, path: &Path) -> R
     let result: Result<()> = async {
         match format {
             Format::Parquet => {
-                rows = write_parquet_parallel(&mut stream, file, schema).await?;
+                rows = write_parquet_parallel(&mut stream, file, schema, codec).await?;
             }
             Format::Csv => {
                 let mut writer = arrow::csv::WriterBuilder::new()
@@ -141,9 +160,10 @@ async fn write_parquet_parallel(
     stream: &mut SendableRecordBatchStream,
     file: File,
     schema: SchemaRef,
+    codec: Compression,
 ) -> Result<u64> {
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(codec)
         // Min/max per column chunk is what readers prune on; per page costs more than it gives.
         .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));

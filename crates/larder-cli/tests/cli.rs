@@ -553,6 +553,71 @@ fn training_data_from_the_demo_repo() {
     );
 }
 
+#[test]
+fn training_data_output_compression() {
+    let (dir, repo) = demo_repo();
+    ok(&repo, &["apply"]);
+    let codecs = |path: &Path| -> Vec<parquet::basic::Compression> {
+        let file = std::fs::File::open(path).expect("output exists");
+        let reader = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+        let meta = parquet::file::reader::FileReader::metadata(&reader);
+        meta.row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+            .collect()
+    };
+    let run = |codec: Option<&str>, name: &str| {
+        let output = dir.path().join(name);
+        let mut args = vec![
+            "get-historical-features",
+            "--entities",
+            "data/entity_rows.parquet",
+            "-F",
+            "driver_hourly_stats:conv_rate",
+            "--output",
+            output.to_str().expect("utf-8 path"),
+        ];
+        if let Some(codec) = codec {
+            args.extend(["--compression", codec]);
+        }
+        (larder(&repo, &args), output)
+    };
+    for (codec, want) in [
+        (None, parquet::basic::Compression::SNAPPY),
+        (
+            Some("zstd"),
+            parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()),
+        ),
+        (Some("none"), parquet::basic::Compression::UNCOMPRESSED),
+    ] {
+        let (out, output) = run(
+            codec,
+            &format!("train_{}.parquet", codec.unwrap_or("default")),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let got = codecs(&output);
+        assert!(
+            !got.is_empty() && got.iter().all(|c| *c == want),
+            "{codec:?}: {got:?}"
+        );
+    }
+    let (out, output) = run(Some("zstd"), "train.csv");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--compression applies to Parquet output") && err.contains("train.csv"),
+        "{err}"
+    );
+    assert!(!output.exists(), "no file on an error");
+    let (out, _) = run(Some("lzo"), "train_lzo.parquet");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid value 'lzo'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 fn online_tables(repo: &Path) -> Vec<String> {
     let db = repo.join("data/online_store.db");
     if !db.exists() {
