@@ -355,7 +355,9 @@ fn online_store(node: &Node) -> Checked<Option<OnlineStoreConfig>> {
     }
     let config = match kind {
         "sqlite" => {
-            OnlineStoreConfig::Sqlite(block.settings::<SqliteOnlineStoreConfig>(PATH, kind, TYPE)?)
+            let sqlite = block.settings::<SqliteOnlineStoreConfig>(PATH, kind, TYPE)?;
+            check_page_size(&block, PATH, sqlite.page_size)?;
+            OnlineStoreConfig::Sqlite(sqlite)
         }
         "redis" => {
             OnlineStoreConfig::Redis(block.settings::<RedisOnlineStoreConfig>(PATH, kind, TYPE)?)
@@ -379,6 +381,26 @@ fn online_store(node: &Node) -> Checked<Option<OnlineStoreConfig>> {
         }
     };
     Ok(Some(config))
+}
+
+fn check_page_size(block: &Block<'_>, path: &str, page_size: Option<u32>) -> Checked<()> {
+    match page_size {
+        Some(size) if !size.is_power_of_two() || !(512..=65536).contains(&size) => {
+            let pos = block
+                .node
+                .get("page_size")
+                .map_or(block.node.pos, |e| e.key_pos);
+            Err(vec![issue_at(
+                pos,
+                format!("{path}.page_size"),
+                format!(
+                    "`{path}.page_size` is {size}; SQLite pages are a power of two from 512 to \
+                     65536 bytes (4096 by default)"
+                ),
+            )])
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_pool(block: &Block<'_>, path: &str, connection: &PostgresConnectionConfig) -> Checked<()> {

@@ -51,12 +51,16 @@ impl Default for OnlineStoreConfig {
 pub struct SqliteOnlineStoreConfig {
     /// Database file, as written; resolve with [`crate::RepoConfig::resolve_path`].
     pub path: String,
+    /// Bytes per page of a database created from now on (a power of two, 512 to 65536);
+    /// SQLite's 4096 when absent.
+    pub page_size: Option<u32>,
 }
 
 impl Default for SqliteOnlineStoreConfig {
     fn default() -> Self {
         Self {
             path: "data/online.db".to_owned(),
+            page_size: None,
         }
     }
 }

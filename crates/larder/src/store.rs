@@ -199,6 +199,7 @@ impl FeatureStore {
                 let path = self.config.resolve_path(&sqlite.path);
                 let config = SqliteConfig {
                     background_checkpoint: self.long_running,
+                    page_size: sqlite.page_size,
                     ..SqliteConfig::new(path)
                 };
                 Some(Arc::new(SqliteOnlineStore::open(&config)?))

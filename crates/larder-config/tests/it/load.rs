@@ -301,7 +301,8 @@ fn real_world_files() {
     assert_eq!(
         config.online_store,
         Some(OnlineStoreConfig::Sqlite(SqliteOnlineStoreConfig {
-            path: "data/online_store.db".to_owned()
+            path: "data/online_store.db".to_owned(),
+            page_size: None,
         }))
     );
     assert!(config.warnings.is_empty());
@@ -315,7 +316,8 @@ fn real_world_files() {
     assert_eq!(
         config.online_store,
         Some(OnlineStoreConfig::Sqlite(SqliteOnlineStoreConfig {
-            path: "/bench/data/online_store.db".to_owned()
+            path: "/bench/data/online_store.db".to_owned(),
+            page_size: None,
         }))
     );
     assert_eq!(config.offline_store, OfflineStoreConfig::File);

@@ -82,7 +82,21 @@ fn registry(
 fn sqlite(path: &str) -> Option<OnlineStoreConfig> {
     Some(OnlineStoreConfig::Sqlite(SqliteOnlineStoreConfig {
         path: path.to_owned(),
+        page_size: None,
     }))
+}
+
+#[test]
+fn sqlite_page_size_is_read() {
+    let config = parse("project: p\nonline_store:\n  path: x.db\n  page_size: 1024\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.online_store,
+        Some(OnlineStoreConfig::Sqlite(SqliteOnlineStoreConfig {
+            path: "x.db".to_owned(),
+            page_size: Some(1024),
+        }))
+    );
 }
 
 #[test]
@@ -325,13 +339,19 @@ fn online_store_types() {
         (
             "project: p\nonline_store:\n  path: x.db\n  vector_enabled: true\n  similarity: cosine",
             Want::Error(
-                "feature_store.yaml:4: unknown key `vector_enabled` in `online_store` (valid keys for type `sqlite`: `type`, `path`)\nfeature_store.yaml:5: unknown key `similarity` in `online_store` (valid keys for type `sqlite`: `type`, `path`)",
+                "feature_store.yaml:4: unknown key `vector_enabled` in `online_store` (valid keys for type `sqlite`: `type`, `path`, `page_size`)\nfeature_store.yaml:5: unknown key `similarity` in `online_store` (valid keys for type `sqlite`: `type`, `path`, `page_size`)",
             ),
         ),
         (
             "project: p\nonline_store:\n  type: postgres\n  conn_type: pooled\n  hots: db",
             Want::Error(
                 "feature_store.yaml:4: invalid `online_store.conn_type`: unknown value `pooled` (expected one of `singleton`, `pool`)\nfeature_store.yaml:5: unknown key `hots` in `online_store` (valid keys for type `postgres`: `type`, `conn_type`, `host`, `port`, `database`, `db_schema`, `user`, `password`, `sslmode`, `sslkey_path`, `sslcert_path`, `sslrootcert_path`, `min_conn`, `max_conn`, `keepalives_idle`)",
+            ),
+        ),
+        (
+            "project: p\nonline_store:\n  path: x.db\n  page_size: 1000",
+            Want::Error(
+                "feature_store.yaml:4: `online_store.page_size` is 1000; SQLite pages are a power of two from 512 to 65536 bytes (4096 by default)",
             ),
         ),
         (

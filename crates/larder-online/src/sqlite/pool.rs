@@ -200,6 +200,7 @@ fn try_open_connection(config: &SqliteConfig, first: bool) -> Result<Connection,
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| open_error(path, e))?;
     if first {
+        set_page_size(&conn, config)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(|e| open_error(path, e))?;
@@ -227,6 +228,36 @@ fn try_open_connection(config: &SqliteConfig, first: bool) -> Result<Connection,
     .map_err(|e| open_error(path, e))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// Gives a database not created yet the configured page size; warns when an existing one
+/// has another (a WAL database's page size cannot change).
+fn set_page_size(conn: &Connection, config: &SqliteConfig) -> Result<(), OnlineError> {
+    let Some(wanted) = config.page_size else {
+        return Ok(());
+    };
+    let path = &config.path;
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if pages == 0 {
+        conn.pragma_update(None, "page_size", wanted)
+            .map_err(|e| open_error(path, e))?;
+        return Ok(());
+    }
+    let current: u32 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if current != wanted {
+        tracing::warn!(
+            path = %path.display(),
+            page_size = current,
+            configured = wanted,
+            "the SQLite online store keeps the page size it was created with; \
+             delete the file and materialize again to use the configured one"
+        );
+    }
+    Ok(())
 }
 
 /// The write connection and, when the config asks for it, its background checkpointer.

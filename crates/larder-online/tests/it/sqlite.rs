@@ -242,6 +242,54 @@ async fn reader_and_writer_processes() {
     assert_final_round(&store, &t, KEYS, ROUNDS - 1).await;
 }
 
+/// `page_size` applies to a database the store creates; an existing one keeps its own and
+/// still serves reads and writes.
+#[tokio::test]
+async fn page_size_applies_to_new_databases_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("online.db");
+    let page_size = |path: &Path| -> u32 {
+        rusqlite::Connection::open(path)
+            .expect("raw connection")
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .expect("page size")
+    };
+    let t = view("v", &["f", "g"]);
+    {
+        let store = SqliteOnlineStore::open(&SqliteConfig {
+            page_size: Some(1024),
+            ..SqliteConfig::new(&path)
+        })
+        .expect("open");
+        let rows: Vec<Row> = (1..=200)
+            .map(|k| {
+                (
+                    k,
+                    1,
+                    vec![Some(Value::int64(k)), Some(Value::string("x".repeat(300)))],
+                )
+            })
+            .collect();
+        write(&store, &t, &rows).await;
+    }
+    assert_eq!(page_size(&path), 1024);
+    let store = SqliteOnlineStore::open(&SqliteConfig {
+        page_size: Some(8192),
+        ..SqliteConfig::new(&path)
+    })
+    .expect("reopen with another page size");
+    write(&store, &t, &[(7, 2, vec![Some(Value::int64(70)), None])]).await;
+    let got = read(&store, &t, &[7, 200], &["f", "g"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(70)));
+    assert_eq!(value(&got, 0, 1), Some(Value::int64(200)));
+    assert_eq!(value(&got, 1, 1), Some(Value::string("x".repeat(300))));
+    assert_eq!(
+        page_size(&path),
+        1024,
+        "an existing database keeps its page size"
+    );
+}
+
 /// A write lock held elsewhere beyond `busy_timeout` fails the write as retryable, while
 /// reads go on (WAL).
 #[tokio::test]
