@@ -553,6 +553,19 @@ fn training_data_from_the_demo_repo() {
     );
 }
 
+/// `get-historical-features` of one demo feature for the demo's entity rows into `output`.
+fn conv_rate_to(output: &Path) -> Vec<&str> {
+    vec![
+        "get-historical-features",
+        "--entities",
+        "data/entity_rows.parquet",
+        "-F",
+        "driver_hourly_stats:conv_rate",
+        "--output",
+        output.to_str().expect("utf-8 path"),
+    ]
+}
+
 #[test]
 fn training_data_output_compression() {
     let (dir, repo) = demo_repo();
@@ -568,15 +581,7 @@ fn training_data_output_compression() {
     };
     let run = |codec: Option<&str>, name: &str| {
         let output = dir.path().join(name);
-        let mut args = vec![
-            "get-historical-features",
-            "--entities",
-            "data/entity_rows.parquet",
-            "-F",
-            "driver_hourly_stats:conv_rate",
-            "--output",
-            output.to_str().expect("utf-8 path"),
-        ];
+        let mut args = conv_rate_to(&output);
         if let Some(codec) = codec {
             args.extend(["--compression", codec]);
         }
@@ -1008,15 +1013,7 @@ fn historical_retrieval_runs_under_the_query_allocator_settings() {
     let (dir, repo) = demo_repo();
     ok(&repo, &["apply"]);
     let output = dir.path().join("training.parquet");
-    let args = [
-        "get-historical-features",
-        "--entities",
-        "data/entity_rows.parquet",
-        "-F",
-        "driver_hourly_stats:conv_rate",
-        "--output",
-        output.to_str().expect("utf-8 path"),
-    ];
+    let args = conv_rate_to(&output);
     let tuned = allocator_run(&repo, &args, &[]);
     assert!(
         tuned.contains("allocator tuned for this command")
