@@ -260,13 +260,7 @@ async fn scan_range(
         .map_err(OfflineError::execution)?
         .collect()
         .await
-        .map_err(|e| match &request.entities {
-            EntityInput::File { path, .. } => OfflineError::EntityFile {
-                path: path.clone(),
-                message: e.to_string(),
-            },
-            _ => OfflineError::execution(e),
-        })?;
+        .map_err(|e| read_error(request, e))?;
     Ok(match range.first() {
         Some(batch) if batch.num_rows() == 1 => {
             let lo = timestamps_ns(batch.column(0).as_ref()).map_err(OfflineError::execution)?;
@@ -281,6 +275,22 @@ async fn scan_range(
         _ => (None, 0),
     })
 }
+
+/// An error reading the entity rows: an entity-file error naming the file when they come
+/// from one.
+pub(crate) fn read_error(
+    request: &HistoricalRequest,
+    e: datafusion::error::DataFusionError,
+) -> OfflineError {
+    match &request.entities {
+        EntityInput::File { path, .. } => OfflineError::EntityFile {
+            path: path.clone(),
+            message: e.to_string(),
+        },
+        _ => OfflineError::execution(e),
+    }
+}
+
 /// A timestamp literal comparable with any timestamp column.
 pub(crate) fn ts_literal(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(

@@ -67,12 +67,10 @@ pub(crate) struct Columns {
 
 /// Where one column's values are.
 enum Source {
-    /// Fixed-width values: in every batch, row `r`'s `width` bytes at `r * stride + offset`
-    /// of that batch's buffer, and per batch the validity when any value is null.
+    /// Fixed-width values: in every batch's buffer, where `at` says, and per batch the
+    /// validity when any value is null.
     Fixed {
-        width: usize,
-        stride: usize,
-        offset: usize,
+        at: Strided,
         values: Vec<Buffer>,
         nulls: Option<Vec<Option<NullBuffer>>>,
     },
@@ -113,9 +111,11 @@ impl Columns {
                                 .collect()
                         });
                     Source::Fixed {
-                        width,
-                        stride: width,
-                        offset: 0,
+                        at: Strided {
+                            width,
+                            stride: width,
+                            offset: 0,
+                        },
                         values,
                         nulls,
                     }
@@ -149,9 +149,11 @@ impl Columns {
             .zip(&layout.types)
             .enumerate()
             .map(|(c, (&offset, data_type))| Source::Fixed {
-                width: fixed_width(data_type).unwrap_or(0),
-                stride: layout.row_width,
-                offset,
+                at: Strided {
+                    width: fixed_width(data_type).unwrap_or(0),
+                    stride: layout.row_width,
+                    offset,
+                },
                 values: blocks.iter().map(|b| b.values.clone()).collect(),
                 nulls: blocks
                     .iter()
@@ -190,13 +192,7 @@ impl Columns {
             .iter()
             .zip(&self.types)
             .map(|(source, data_type)| match source {
-                Source::Fixed {
-                    width,
-                    stride,
-                    offset,
-                    values,
-                    nulls,
-                } => {
+                Source::Fixed { at, values, nulls } => {
                     let matched = matched.get_or_insert_with(|| {
                         let mut bits = BooleanBufferBuilder::new(indices.len());
                         for &(batch, _) in &indices {
@@ -217,12 +213,7 @@ impl Columns {
                         }
                         None => matched.clone(),
                     };
-                    let layout = Strided {
-                        width: *width,
-                        stride: *stride,
-                        offset: *offset,
-                    };
-                    gather_fixed(values, layout, data_type, &indices, valid)
+                    gather_fixed(values, *at, data_type, &indices, valid)
                 }
                 Source::Arrays(arrays) => {
                     let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();

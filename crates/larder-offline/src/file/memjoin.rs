@@ -43,12 +43,11 @@ pub(crate) struct ViewInput {
     pub ttl_ns: Option<i64>,
 }
 
-impl ViewInput {
-    /// Where the features are in the batches as read (before any packing).
-    pub fn feature_columns(&self) -> Vec<usize> {
-        let first = 2 + usize::from(self.has_created);
-        (first..first + self.feature_count).collect()
-    }
+/// Where a view's `count` features are in its batches as read (before any packing): after
+/// the key, the event time and, when the view has one, the created time.
+pub(crate) fn feature_columns(has_created: bool, count: usize) -> Vec<usize> {
+    let first = 2 + usize::from(has_created);
+    (first..first + count).collect()
 }
 
 /// Runs every partition of `plan` at once and returns the batches of each, in partition order.
@@ -139,11 +138,13 @@ fn times(array: &dyn Array) -> Result<Vec<Option<i64>>> {
     timestamps_ns(array)
 }
 
-/// Calls `f(row, key, time_ns)` for every row with both a key and a time. The common case
-/// (64-bit keys, microsecond times, no nulls) reads the value buffers as they are.
+/// Calls `f(row, key, time_ns)` for every row with both a key and a time whose key `filter`
+/// keeps. The common case (64-bit keys, microsecond times, no nulls) reads the value buffers
+/// as they are.
 fn each_key_time(
     keys: &dyn Array,
     times_array: &dyn Array,
+    filter: &KeyFilter,
     mut f: impl FnMut(usize, i64, i64),
 ) -> Result<()> {
     if let (DataType::Int64, DataType::Timestamp(TimeUnit::Microsecond, _)) =
@@ -156,7 +157,9 @@ fn each_key_time(
             .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
             .values();
         for (row, (&key, &us)) in keys.iter().zip(micros.iter()).enumerate() {
-            if let Some(ns) = us.checked_mul(1000) {
+            if let Some(ns) = us.checked_mul(1000)
+                && filter.keeps(key)
+            {
                 f(row, key, ns);
             }
         }
@@ -167,7 +170,9 @@ fn each_key_time(
         .zip(times(times_array)?)
         .enumerate()
     {
-        if let (Some(key), Some(ts)) = (key, ts) {
+        if let (Some(key), Some(ts)) = (key, ts)
+            && filter.keeps(key)
+        {
             f(row, key, ts);
         }
     }
@@ -398,10 +403,8 @@ fn right_entries<'a>(
             each_key_time(
                 batch.column(0).as_ref(),
                 batch.column(1).as_ref(),
+                filter,
                 |row, key, ts| {
-                    if !filter.keeps(key) {
-                        return;
-                    }
                     emit(
                         key,
                         RightEntry {
@@ -430,10 +433,8 @@ fn left_entries(
             each_key_time(
                 batch.column(left_key).as_ref(),
                 batch.column(left_ts).as_ref(),
+                filter,
                 |row, key, ts| {
-                    if !filter.keeps(key) {
-                        return;
-                    }
                     emit(
                         key,
                         LeftEntry {
@@ -609,7 +610,7 @@ pub(crate) fn join(
             values.push(match view.packed.take() {
                 Some((layout, blocks)) => Columns::packed(blocks, &layout, addressing),
                 None => {
-                    let columns = view.feature_columns();
+                    let columns = feature_columns(view.has_created, view.feature_count);
                     let types: Vec<DataType> =
                         view.fields.iter().map(|f| f.data_type().clone()).collect();
                     Columns::new(&view.batches, addressing, &columns, &types)

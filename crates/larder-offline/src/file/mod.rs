@@ -416,8 +416,7 @@ impl FileOfflineStore {
             .iter()
             .zip(&request.views)
             .map(|(s, view)| {
-                let first = 2 + usize::from(s.has_created);
-                let columns: Vec<usize> = (first..first + view.features.len()).collect();
+                let columns = memjoin::feature_columns(s.has_created, view.features.len());
                 let schema = s.plan.schema();
                 let types: Vec<_> = columns
                     .iter()
@@ -433,13 +432,7 @@ impl FileOfflineStore {
         let left: Vec<_> = left_task
             .await
             .map_err(joined)?
-            .map_err(|e| match &request.entities {
-                crate::store::EntityInput::File { path, .. } => OfflineError::EntityFile {
-                    path: path.clone(),
-                    message: e.to_string(),
-                },
-                _ => OfflineError::execution(e),
-            })?
+            .map_err(|e| entities::read_error(request, e))?
             .into_iter()
             .flatten()
             .collect();
@@ -454,17 +447,15 @@ impl FileOfflineStore {
         for ((view, source), view_task) in request.views.iter().zip(sources).zip(view_tasks) {
             let left_key = key_index(&left_schema, &view.join_key_columns[0].1, view, entities)?;
             let schema = source.plan.schema();
-            let first_feature = 2 + usize::from(source.has_created);
             let fields = view
                 .features
                 .iter()
-                .enumerate()
-                .map(|(i, (_, name))| {
-                    arrow::datatypes::Field::new(
-                        name,
-                        schema.field(first_feature + i).data_type().clone(),
-                        true,
-                    )
+                .zip(memjoin::feature_columns(
+                    source.has_created,
+                    view.features.len(),
+                ))
+                .map(|((_, name), c)| {
+                    arrow::datatypes::Field::new(name, schema.field(c).data_type().clone(), true)
                 })
                 .collect();
             let (batches, packed) =
