@@ -129,7 +129,7 @@ class LarderServer:
         bf.LOGS.mkdir(parents=True, exist_ok=True)
         self.logf = open(bf.LOGS / "larder_serve.log", "w")
         self.p = subprocess.Popen(self.args, cwd=self.repo, stdout=self.logf, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, RUST_LOG="warn"), start_new_session=True)
+                                  env=dict(os.environ, LARDER_LOG="warn"), start_new_session=True)
         bf.LONG_LIVED.add(self.p.pid)
         self.startup_s = wait_healthy(self.p, "larder serve")
         bf.log(f"larder serve pid {self.p.pid} healthy after {self.startup_s:.2f}s")
