@@ -64,10 +64,17 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 8192;
 const BACKSTOP_AUTOCHECKPOINT_PAGES: i64 = 65536;
 
 /// Bytes of WAL file kept when the WAL starts over (SQLite's `journal_size_limit`): a file
-/// grown past it by a large transaction is cut back to it. Set above the backstop's 256 MiB
-/// so that pushes never cut it: a 64 MiB limit, cut at every start-over, raised their p99 at
-/// c=1 from about 30 ms to about 75 ms.
+/// grown past it by a large transaction is cut back to it. At least twice the WAL at the
+/// commit-time checkpoint ([`wal_keep_bytes`]), so that pushes never cut it: a 64 MiB limit
+/// (below the backstop's 256 MiB), cut at every start-over, raised their p99 at c=1 from
+/// about 30 ms to about 75 ms.
 const WAL_KEEP_BYTES: i64 = 512 << 20;
+
+/// The `journal_size_limit` of a writer that checkpoints at `autocheckpoint_pages` pages of
+/// `page_size` bytes: [`WAL_KEEP_BYTES`], or twice that WAL when larger pages make it bigger.
+fn wal_keep_bytes(autocheckpoint_pages: i64, page_size: i64) -> i64 {
+    WAL_KEEP_BYTES.max(2 * autocheckpoint_pages * page_size)
+}
 
 /// How long the background checkpointer waits after a commit before checkpointing: the
 /// commits within it share one checkpoint (one sync of the database file). A pass stalls the
@@ -281,8 +288,6 @@ fn set_page_size(conn: &Connection, config: &SqliteConfig) -> Result<(), OnlineE
 fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
     let conn = open_write_connection(config)?;
     let checkpoint = if config.background_checkpoint {
-        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_AUTOCHECKPOINT_PAGES)
-            .map_err(|e| open_error(&config.path, e))?;
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let checkpointer = open_connection(config, false)?;
         checkpointer
@@ -338,10 +343,19 @@ fn open_write_connection(config: &SqliteConfig) -> Result<Connection, OnlineErro
         .map_err(|e| open_error(path, e))?;
     // Each checkpoint ends in an fsync of the database; letting the WAL reach 32 MB before
     // one coalesces repeated writes of a page and cuts the fsyncs eightfold (a feature
-    // server taking 100-row pushes after 1-row ones: 420 to 640 pushes/s).
-    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+    // server taking 100-row pushes after 1-row ones: 420 to 640 pushes/s). With a background
+    // checkpointer the commit-time one is only the backstop.
+    let pages = if config.background_checkpoint {
+        BACKSTOP_AUTOCHECKPOINT_PAGES
+    } else {
+        WRITER_AUTOCHECKPOINT_PAGES
+    };
+    conn.pragma_update(None, "wal_autocheckpoint", pages)
         .map_err(|e| open_error(path, e))?;
-    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    conn.pragma_update(None, "journal_size_limit", wal_keep_bytes(pages, page_size))
         .map_err(|e| open_error(path, e))?;
     Ok(conn)
 }
@@ -368,16 +382,19 @@ mod tests {
     use super::*;
 
     /// The write connection's commit-time checkpoint: SQLite's size with no background
-    /// checkpointer, the rarer backstop with one; both cut a grown WAL file back.
+    /// checkpointer, the rarer backstop with one; both cut a grown WAL file back, but never
+    /// one that only reached the checkpoint (whatever the page size).
     #[tokio::test]
     async fn writer_checkpoints_at_the_backstop_only_with_a_background_checkpointer() {
-        for (background, pages) in [
-            (false, WRITER_AUTOCHECKPOINT_PAGES),
-            (true, BACKSTOP_AUTOCHECKPOINT_PAGES),
+        for (background, pages, page_size, keep) in [
+            (false, WRITER_AUTOCHECKPOINT_PAGES, None, WAL_KEEP_BYTES),
+            (true, BACKSTOP_AUTOCHECKPOINT_PAGES, None, WAL_KEEP_BYTES),
+            (true, BACKSTOP_AUTOCHECKPOINT_PAGES, Some(16384), 2 << 30),
         ] {
             let dir = tempfile::tempdir().expect("temp dir");
             let config = SqliteConfig {
                 background_checkpoint: background,
+                page_size,
                 ..SqliteConfig::new(dir.path().join("online.db"))
             };
             let pool = Pool::open(&config).expect("open");
@@ -391,8 +408,12 @@ mod tests {
                 })
                 .await
                 .expect("read the writer's settings");
-            assert_eq!(autocheckpoint, pages, "background_checkpoint: {background}");
-            assert_eq!(limit, WAL_KEEP_BYTES, "background_checkpoint: {background}");
+            let case = format!("background_checkpoint: {background}, page_size: {page_size:?}");
+            assert_eq!(autocheckpoint, pages, "{case}");
+            assert_eq!(limit, keep, "{case}");
+            // The WAL at the checkpoint: a header and `pages` frames (24-byte header + page).
+            let page = i64::from(page_size.unwrap_or(4096));
+            assert!(limit > 32 + pages * (24 + page), "{case}");
         }
     }
 }
