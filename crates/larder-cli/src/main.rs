@@ -5,6 +5,7 @@
 
 mod allocator;
 mod cli;
+mod direct;
 mod init;
 mod materialize;
 mod objects;

@@ -1,6 +1,5 @@
 //! Writing query results: Parquet or CSV files (written whole or not at all), or a table.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -16,9 +15,14 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
 use crate::cli::OutputCompression;
+use crate::direct::DirectFile;
 
 /// Rows per Parquet row group: small enough that encoding the last one adds little at the end.
 const ROW_GROUP_ROWS: usize = 1 << 18;
+
+/// Values the Parquet encoder takes at a time (its default is 1024): fewer, larger steps
+/// cost less per value.
+const WRITE_BATCH_ROWS: usize = 8192;
 
 enum Format {
     Parquet,
@@ -67,13 +71,16 @@ pub async fn write_file(
         .unwrap_or_else(|| "output".into());
     let temp: PathBuf = path.with_file_name(format!(".{name}.larder-tmp"));
     let file =
-        File::create(&temp).with_context(|| format!("cannot create `{}`", temp.display()))?;
+        DirectFile::create(&temp).with_context(|| format!("cannot create `{}`", temp.display()))?;
     let schema = stream.schema();
     let mut rows = 0u64;
     let result: Result<()> = async {
-        match format {
+        let file = match format {
             Format::Parquet => {
-                rows = write_parquet_parallel(&mut stream, file, schema, codec).await?;
+                let (count, file) =
+                    write_parquet_parallel(&mut stream, file, schema, codec).await?;
+                rows = count;
+                file
             }
             Format::Csv => {
                 let mut writer = arrow::csv::WriterBuilder::new()
@@ -84,8 +91,11 @@ pub async fn write_file(
                     rows += batch.num_rows() as u64;
                     writer.write(&batch)?;
                 }
+                writer.into_inner()
             }
-        }
+        };
+        file.finish()
+            .with_context(|| format!("cannot write `{}`", temp.display()))?;
         Ok(())
     }
     .await;
@@ -156,17 +166,21 @@ fn encode_row_group(
 
 /// Writes the stream as Parquet, encoding each row group's columns in parallel while the
 /// query goes on producing the next row group.
-async fn write_parquet_parallel(
-    stream: &mut SendableRecordBatchStream,
-    file: File,
+async fn write_parquet_parallel<E>(
+    stream: &mut (impl futures::Stream<Item = Result<RecordBatch, E>> + Unpin),
+    file: DirectFile,
     schema: SchemaRef,
     codec: Compression,
-) -> Result<u64> {
+) -> Result<(u64, DirectFile)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let mut builder = WriterProperties::builder()
         .set_compression(codec)
         // Min/max per column chunk is what readers prune on; per page costs more than it gives.
         .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_write_batch_size(WRITE_BATCH_ROWS);
     // Dictionaries pay off for text; for numbers and timestamps they are mostly built and
     // thrown away (too many distinct values), at a high price.
     for field in schema.fields() {
@@ -183,12 +197,18 @@ async fn write_parquet_parallel(
             );
         }
     }
-    let props = std::sync::Arc::new(builder.build());
+    let props = builder.clone().build();
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(&schema)?;
-    let mut writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props)?;
-    let factory = std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&writer, schema.clone()));
+    let mut writer = SerializedFileWriter::new(
+        file,
+        parquet_schema.root_schema_ptr(),
+        std::sync::Arc::new(props),
+    )?;
+    let mut factory = std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&writer, schema.clone()));
+    // Whether the columns that compression did not shrink are stored uncompressed yet.
+    let mut compression_checked = codec == Compression::UNCOMPRESSED;
     let mut rows = 0u64;
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0usize;
@@ -212,7 +232,16 @@ async fn write_parquet_parallel(
             if encoding.len() >= 2
                 && let Some(job) = encoding.pop_front()
             {
-                append_row_group(&mut writer, job.await??)?;
+                let chunks = job.await??;
+                if !compression_checked {
+                    compression_checked = true;
+                    if let Some(f) =
+                        uncompressed_factory(&builder, &parquet_schema, &schema, &chunks)?
+                    {
+                        factory = f;
+                    }
+                }
+                append_row_group(&mut writer, chunks)?;
             }
             let batches = std::mem::take(&mut pending);
             pending_rows = 0;
@@ -227,12 +256,57 @@ async fn write_parquet_parallel(
     while let Some(job) = encoding.pop_front() {
         append_row_group(&mut writer, job.await??)?;
     }
-    writer.close()?;
-    Ok(rows)
+    // Writes the footer and hands the file back.
+    Ok((rows, writer.into_inner()?))
+}
+
+/// Columns whose first row group compression shrank by less than this share are stored
+/// uncompressed from then on (random floats: snappy keeps 99.95% of their bytes).
+const INCOMPRESSIBLE: f64 = 0.95;
+
+/// When some columns of a row group (`chunks`, one per leaf column) barely compressed, a
+/// factory for the next row groups that stores those columns uncompressed: compressing them
+/// costs as much CPU as the rest of their encoding and saves nothing, and readers skip the
+/// decompression. Parquet records the codec per column chunk, so every reader handles a
+/// file whose row groups differ. `None` when every column compressed.
+fn uncompressed_factory(
+    builder: &parquet::file::properties::WriterPropertiesBuilder,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
+    schema: &SchemaRef,
+    chunks: &[ArrowColumnChunk],
+) -> Result<Option<std::sync::Arc<ArrowRowGroupWriterFactory>>> {
+    let mut builder = builder.clone();
+    let mut any = false;
+    for (chunk, column) in chunks.iter().zip(parquet_schema.columns()) {
+        let meta = &chunk.close().metadata;
+        let (compressed, raw) = (meta.compressed_size(), meta.uncompressed_size());
+        if meta.compression() != Compression::UNCOMPRESSED
+            && raw > 0
+            && compressed as f64 >= raw as f64 * INCOMPRESSIBLE
+        {
+            builder =
+                builder.set_column_compression(column.path().clone(), Compression::UNCOMPRESSED);
+            any = true;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    // The factory takes its settings from a file writer: one writing nowhere, with the
+    // same schema, holds the new ones.
+    let settings = SerializedFileWriter::new(
+        std::io::sink(),
+        parquet_schema.root_schema_ptr(),
+        std::sync::Arc::new(builder.build()),
+    )?;
+    Ok(Some(std::sync::Arc::new(ArrowRowGroupWriterFactory::new(
+        &settings,
+        schema.clone(),
+    ))))
 }
 
 fn append_row_group(
-    writer: &mut SerializedFileWriter<File>,
+    writer: &mut SerializedFileWriter<DirectFile>,
     chunks: Vec<ArrowColumnChunk>,
 ) -> Result<()> {
     let mut row_group = writer.next_row_group()?;
@@ -295,6 +369,82 @@ pub fn parse_size(text: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+
+    /// A column compression does not shrink (random floats) is stored uncompressed from the
+    /// third row group on (the first two are encoding when the first is checked); one it
+    /// shrinks stays compressed; every value reads back.
+    #[tokio::test]
+    async fn stores_columns_that_do_not_compress_uncompressed() {
+        use arrow::array::{Float32Array, Int64Array};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let schema: SchemaRef = std::sync::Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("x", DataType::Float32, true),
+        ]));
+        let rows = 4 * ROW_GROUP_ROWS + 100;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // A float in [1, 2) with a random mantissa: never NaN.
+            f32::from_bits(((state >> 41) as u32) | 0x3f80_0000)
+        };
+        let batches: Vec<RecordBatch> = (0..rows)
+            .step_by(8192)
+            .map(|start| {
+                let end = (start + 8192).min(rows);
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        std::sync::Arc::new(Int64Array::from_iter_values(
+                            (start..end).map(|i| i as i64 / 16),
+                        )),
+                        std::sync::Arc::new(Float32Array::from_iter(
+                            (start..end).map(|i| (i % 9 != 4).then(&mut random)),
+                        )),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        let mut stream =
+            futures::stream::iter(batches.clone().into_iter().map(Ok::<_, std::io::Error>));
+        let file = DirectFile::create(&path).unwrap();
+        let (written, file) =
+            write_parquet_parallel(&mut stream, file, schema.clone(), Compression::SNAPPY)
+                .await
+                .unwrap();
+        file.finish().unwrap();
+        assert_eq!(written, rows as u64);
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let codecs: Vec<(Compression, Compression)> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| (rg.column(0).compression(), rg.column(1).compression()))
+            .collect();
+        assert_eq!(codecs.len(), 5);
+        for (i, (k, x)) in codecs.iter().enumerate() {
+            assert_eq!(*k, Compression::SNAPPY, "row group {i}: `k` compresses");
+            let want = if i < 2 {
+                Compression::SNAPPY
+            } else {
+                Compression::UNCOMPRESSED
+            };
+            assert_eq!(*x, want, "row group {i}: `x`");
+        }
+        let back: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let back = arrow::compute::concat_batches(&schema, &back).unwrap();
+        let want = arrow::compute::concat_batches(&schema, &batches).unwrap();
+        assert!(back == want, "values read back differ");
+    }
 
     #[test]
     fn sizes() {
