@@ -63,7 +63,81 @@ pub(crate) struct Columns {
     lens: Vec<usize>,
     sources: Vec<Source>,
     addressing: Addressing,
+    /// Packed rows whose values all have one width: gathered a row at a time.
+    rows: Option<UniformRows>,
 }
+
+/// Packed rows of columns of one width `width` at `offsets` in rows of `stride` bytes.
+struct UniformRows {
+    values: Vec<Buffer>,
+    width: usize,
+    stride: usize,
+    offsets: Vec<usize>,
+}
+
+impl UniformRows {
+    /// Per column, the values at `indices` (zeros past the batches). Each matched row is
+    /// read once for all its columns, after its chunk was read ahead ([`Self::touch`]):
+    /// 10M random rows of 10 floats, the whole join 3.1 s -> 2.8 s.
+    fn gather(&self, indices: &[(usize, usize)]) -> Vec<Vec<u8>> {
+        match self.width {
+            4 => self.gather_width::<4>(indices),
+            8 => self.gather_width::<8>(indices),
+            2 => self.gather_width::<2>(indices),
+            _ => self.gather_width::<1>(indices),
+        }
+    }
+
+    #[inline(always)]
+    fn gather_width<const W: usize>(&self, indices: &[(usize, usize)]) -> Vec<Vec<u8>> {
+        let mut outs: Vec<Vec<u8>> = self
+            .offsets
+            .iter()
+            .map(|_| vec![0u8; indices.len() * W])
+            .collect();
+        for (chunk, rows) in indices.chunks(TOUCH_AHEAD).enumerate() {
+            self.touch(rows);
+            for (j, &(batch, row)) in rows.iter().enumerate() {
+                let i = chunk * TOUCH_AHEAD + j;
+                let start = row * self.stride;
+                let Some(from) = self
+                    .values
+                    .get(batch)
+                    .and_then(|b| b.as_slice().get(start..start + self.stride))
+                else {
+                    continue;
+                };
+                for (out, &offset) in outs.iter_mut().zip(&self.offsets) {
+                    out[i * W..(i + 1) * W].copy_from_slice(&from[offset..offset + W]);
+                }
+            }
+        }
+        outs
+    }
+
+    /// Reads the first and last byte of each of `rows`, in a loop short enough that the core
+    /// has all their misses to memory in flight at once; the copy that follows then finds
+    /// them in cache.
+    fn touch(&self, rows: &[(usize, usize)]) {
+        let mut sum = 0u8;
+        for &(batch, row) in rows {
+            let start = row * self.stride;
+            if let Some(from) = self.values.get(batch)
+                && let Some(bytes) = from.as_slice().get(start..start + self.stride)
+                && let (Some(first), Some(last)) = (bytes.first(), bytes.last())
+            {
+                sum ^= first ^ last;
+            }
+        }
+        std::hint::black_box(sum);
+    }
+}
+
+/// Matched rows read ahead of their copy ([`UniformRows::touch`]). The rows are scattered
+/// over the whole view, so each is a miss to memory, and a core overlaps only the misses
+/// within its window of instructions: a copy of ten columns fits a few rows in it, the
+/// bare reads all of these.
+const TOUCH_AHEAD: usize = 32;
 
 /// Where one column's values are.
 enum Source {
@@ -133,6 +207,7 @@ impl Columns {
             lens: batches.iter().map(RecordBatch::num_rows).collect(),
             sources,
             addressing,
+            rows: None,
         }
     }
 
@@ -143,6 +218,20 @@ impl Columns {
         addressing: Addressing,
     ) -> Self {
         let lens = blocks.iter().map(|b| b.rows).collect();
+        let widths: Vec<Option<usize>> = layout.types.iter().map(fixed_width).collect();
+        let rows = match widths.first() {
+            Some(&Some(width))
+                if matches!(width, 1 | 2 | 4 | 8) && widths.iter().all(|w| *w == Some(width)) =>
+            {
+                Some(UniformRows {
+                    values: blocks.iter().map(|b| b.values.clone()).collect(),
+                    width,
+                    stride: layout.row_width,
+                    offsets: layout.offsets.clone(),
+                })
+            }
+            _ => None,
+        };
         let sources = layout
             .offsets
             .iter()
@@ -166,6 +255,7 @@ impl Columns {
             lens,
             sources,
             addressing,
+            rows,
         }
     }
 
@@ -188,10 +278,12 @@ impl Columns {
             })
             .collect();
         let mut matched: Option<NullBuffer> = None;
+        let mut gathered = self.rows.as_ref().map(|rows| rows.gather(&indices));
         self.sources
             .iter()
             .zip(&self.types)
-            .map(|(source, data_type)| match source {
+            .enumerate()
+            .map(|(c, (source, data_type))| match source {
                 Source::Fixed { at, values, nulls } => {
                     let matched = matched.get_or_insert_with(|| {
                         let mut bits = BooleanBufferBuilder::new(indices.len());
@@ -213,7 +305,11 @@ impl Columns {
                         }
                         None => matched.clone(),
                     };
-                    gather_fixed(values, *at, data_type, &indices, valid)
+                    let out = match gathered.as_mut().and_then(|g| g.get_mut(c)) {
+                        Some(out) => std::mem::take(out),
+                        None => gather_fixed(values, *at, &indices),
+                    };
+                    fixed_array(data_type, indices.len(), out, valid)
                 }
                 Source::Arrays(arrays) => {
                     let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
@@ -355,14 +451,8 @@ fn spread<const W: usize>(from: &[u8], to: Strided, out: &mut [u8]) {
 }
 
 /// The values of `values` (one buffer per batch, laid out as `layout` says) at `indices`;
-/// rows whose batch is past the buffers are zero (and null in `nulls`).
-fn gather_fixed(
-    values: &[Buffer],
-    layout: Strided,
-    data_type: &DataType,
-    indices: &[(usize, usize)],
-    nulls: NullBuffer,
-) -> Result<ArrayRef> {
+/// rows whose batch is past the buffers are zero.
+fn gather_fixed(values: &[Buffer], layout: Strided, indices: &[(usize, usize)]) -> Vec<u8> {
     let width = layout.width;
     let mut out = vec![0u8; indices.len() * width];
     // A copy of a constant width is a move; of a variable width, a call to memcpy.
@@ -383,9 +473,19 @@ fn gather_fixed(
             }
         }
     }
+    out
+}
+
+/// An array of `len` values of `data_type` from their bytes, null where `nulls` says.
+fn fixed_array(
+    data_type: &DataType,
+    len: usize,
+    values: Vec<u8>,
+    nulls: NullBuffer,
+) -> Result<ArrayRef> {
     let data = ArrayData::builder(data_type.clone())
-        .len(indices.len())
-        .add_buffer(Buffer::from_vec(out))
+        .len(len)
+        .add_buffer(Buffer::from_vec(values))
         .nulls((nulls.null_count() > 0).then_some(nulls))
         .build()?;
     Ok(make_array(data))
@@ -545,6 +645,84 @@ mod tests {
         }
         // Unmatched rows and rows past a batch are null; nulls of the inputs stay null.
         assert_eq!(got[0].null_count(), 3 + 3);
+    }
+
+    /// Columns of one width are gathered a row at a time, in chunks read ahead: more
+    /// matches than a chunk, in random order, with unmatched rows and rows past a batch.
+    #[test]
+    fn rows_of_one_width_gather_what_the_columns_gather() {
+        for data_type in [DataType::Float32, DataType::Int64] {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, true),
+                Field::new("a", data_type.clone(), true),
+                Field::new("b", data_type.clone(), true),
+            ]));
+            let column = |values: Vec<Option<i64>>| -> ArrayRef {
+                let array = Int64Array::from(values);
+                arrow::compute::cast(&array, &data_type).unwrap()
+            };
+            let make = |first: i64, rows: i64| {
+                let r = first..first + rows;
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(r.clone())),
+                        column(r.clone().map(|i| (i % 7 != 3).then_some(i * 3)).collect()),
+                        column(r.map(|i| Some(-i)).collect()),
+                    ],
+                )
+                .unwrap()
+            };
+            let batches = vec![make(0, 50), make(1000, 80).slice(5, 70), make(5000, 3)];
+            let columns = [1, 2];
+            let types = [data_type.clone(), data_type.clone()];
+            let layout = RowLayout::of(&columns, &types).unwrap();
+            let addressing = Addressing::of(&batches);
+            let blocks = batches.iter().map(|b| pack(b, &layout).unwrap()).collect();
+            let packed = Columns::packed(blocks, &layout, addressing);
+            assert!(
+                packed.rows.is_some(),
+                "{data_type}: one width, gathered by rows"
+            );
+            let plain = Columns::new(&batches, addressing, &columns, &types);
+            // Every row of every batch in a scrambled order, twice, with misses in between.
+            let mut matches = Vec::new();
+            for round in 0..2u64 {
+                for (b, batch) in batches.iter().enumerate() {
+                    for r in 0..batch.num_rows() {
+                        let r = (r * 37 + round as usize) % batch.num_rows();
+                        matches.push(addressing.address(b, r));
+                        if r.is_multiple_of(11) {
+                            matches.push(NONE);
+                            matches.push(addressing.address(3, r));
+                            matches.push(addressing.address(b, batch.num_rows() + r));
+                        }
+                    }
+                }
+            }
+            assert!(matches.len() > 4 * TOUCH_AHEAD);
+            let want = plain.gather(&matches).unwrap();
+            let got = packed.gather(&matches).unwrap();
+            assert_eq!(got.len(), 2);
+            for (c, (got, want)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(got.to_data(), want.to_data(), "{data_type}, column {c}");
+                assert_eq!(got.len(), matches.len());
+            }
+            // Column `b` has no nulls: it is null exactly at the misses.
+            let misses = matches
+                .iter()
+                .filter(|&&m| {
+                    let (b, r) = addressing.split(m);
+                    m == NONE || batches.get(b).is_none_or(|batch| r >= batch.num_rows())
+                })
+                .count();
+            assert!(misses > 0);
+            assert_eq!(got[1].null_count(), misses, "{data_type}");
+            assert!(
+                got[0].null_count() > misses,
+                "{data_type}: and `a`'s own nulls"
+            );
+        }
     }
 
     #[test]
