@@ -522,7 +522,7 @@ fn match_view(
             .map(|first| first..(first + per_thread).min(range.end))
             .collect();
         on_threads(&shares, |share| {
-            merge_buckets(share.clone(), &right, &left, ttl, &matches);
+            merge_buckets(share.clone(), bits, &right, &left, ttl, &matches);
             Ok(())
         })?;
     }
@@ -534,46 +534,119 @@ fn match_view(
     Ok(matches.into_iter().map(AtomicU64::into_inner).collect())
 }
 
+/// Bits of a key's hash, below the bucket's, that split a bucket into groups of a few
+/// entries: a bucket's entries are grouped by them (a counting sort, two passes in cache)
+/// and only each small group is sorted by (key, time), instead of a comparison sort of the
+/// whole bucket. The same key falls in the same group on both sides.
+const GROUP_BITS: u32 = 9;
+const GROUPS: usize = 1 << GROUP_BITS;
+
+/// The group of a key within its bucket (the `GROUP_BITS` of its hash after the bucket's
+/// `bits`).
+#[inline]
+fn group_of(key: i64, bits: u32) -> usize {
+    let hash = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((hash << bits) >> (64 - GROUP_BITS)) as usize
+}
+
+/// A bucket's entries from every part, grouped: group `g` is `entries[starts[g]..starts[g +
+/// 1]]`, in no particular order within.
+struct Grouped<T> {
+    entries: Vec<T>,
+    starts: Vec<usize>,
+}
+
+impl<T: Copy + Default> Grouped<T> {
+    fn new() -> Self {
+        Grouped {
+            entries: Vec::new(),
+            starts: vec![0; GROUPS + 1],
+        }
+    }
+
+    /// Refills with bucket `b` of `parts`, copying each entry straight to its group.
+    fn fill(&mut self, parts: &[Buckets<T>], b: usize, bits: u32, key: impl Fn(&T) -> i64) {
+        let mut counts = [0usize; GROUPS];
+        let mut total = 0;
+        for part in parts {
+            let entries = part.bucket(b);
+            total += entries.len();
+            for e in entries {
+                counts[group_of(key(e), bits)] += 1;
+            }
+        }
+        let mut start = 0;
+        for (slot, count) in self.starts.iter_mut().zip(counts) {
+            *slot = start;
+            start += count;
+        }
+        self.starts[GROUPS] = start;
+        self.entries.clear();
+        self.entries.resize(total, T::default());
+        let mut next: [usize; GROUPS] = [0; GROUPS];
+        next.copy_from_slice(&self.starts[..GROUPS]);
+        for part in parts {
+            for e in part.bucket(b) {
+                let at = &mut next[group_of(key(e), bits)];
+                self.entries[*at] = *e;
+                *at += 1;
+            }
+        }
+    }
+
+    fn group(&mut self, g: usize) -> &mut [T] {
+        &mut self.entries[self.starts[g]..self.starts[g + 1]]
+    }
+}
+
 /// Sorts and merges the buckets of `share`, recording each entity row's match.
 fn merge_buckets(
     share: std::ops::Range<usize>,
+    bits: u32,
     right: &[Buckets<RightEntry>],
     left: &[Buckets<LeftEntry>],
     ttl: Option<i64>,
     matches: &[AtomicU64],
 ) {
-    let (mut r, mut l) = (Vec::new(), Vec::new());
+    let (mut r, mut l) = (Grouped::new(), Grouped::new());
     for b in share {
-        l.clear();
-        for part in left {
-            l.extend_from_slice(part.bucket(b));
-        }
-        if l.is_empty() {
+        if left.iter().all(|part| part.bucket(b).is_empty()) {
             continue;
         }
-        r.clear();
-        for part in right {
-            r.extend_from_slice(part.bucket(b));
+        l.fill(left, b, bits, |e| e.key);
+        r.fill(right, b, bits, |e| e.key);
+        for g in 0..GROUPS {
+            let l = l.group(g);
+            if l.is_empty() {
+                continue;
+            }
+            let r = r.group(g);
+            r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
+            l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
+            merge_group(r, l, ttl, matches);
         }
-        r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
-        l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
-        let mut next = 0usize;
-        let mut candidate: Option<RightEntry> = None;
-        for e in &l {
-            while let Some(c) = r.get(next) {
-                if (c.key, c.ts) <= (e.key, e.ts) {
-                    candidate = Some(*c);
-                    next += 1;
-                } else {
-                    break;
-                }
+    }
+}
+
+/// Records the match of each entity row of `l` among the feature rows of `r`, both sorted
+/// (by key, time, and for `r` created time).
+fn merge_group(r: &[RightEntry], l: &[LeftEntry], ttl: Option<i64>, matches: &[AtomicU64]) {
+    let mut next = 0usize;
+    let mut candidate: Option<RightEntry> = None;
+    for e in l {
+        while let Some(c) = r.get(next) {
+            if (c.key, c.ts) <= (e.key, e.ts) {
+                candidate = Some(*c);
+                next += 1;
+            } else {
+                break;
             }
-            if let Some(c) = candidate
-                && c.key == e.key
-                && ttl.is_none_or(|ttl| c.ts >= e.ts.saturating_sub(ttl))
-            {
-                matches[e.row as usize].store(c.reference, Ordering::Relaxed);
-            }
+        }
+        if let Some(c) = candidate
+            && c.key == e.key
+            && ttl.is_none_or(|ttl| c.ts >= e.ts.saturating_sub(ttl))
+        {
+            matches[e.row as usize].store(c.reference, Ordering::Relaxed);
         }
     }
 }
