@@ -395,7 +395,7 @@ fn check_page_size(block: &Block<'_>, path: &str, page_size: Option<u32>) -> Che
                 format!("{path}.page_size"),
                 format!(
                     "`{path}.page_size` is {size}; SQLite pages are a power of two from 512 to \
-                     65536 bytes (4096 by default)"
+                     65536 bytes (1024 by default)"
                 ),
             )])
         }

@@ -52,7 +52,7 @@ pub struct SqliteOnlineStoreConfig {
     /// Database file, as written; resolve with [`crate::RepoConfig::resolve_path`].
     pub path: String,
     /// Bytes per page of a database created from now on (a power of two, 512 to 65536);
-    /// SQLite's 4096 when absent.
+    /// the store's default (1024) when absent.
     pub page_size: Option<u32>,
 }
 

@@ -351,7 +351,7 @@ fn online_store_types() {
         (
             "project: p\nonline_store:\n  path: x.db\n  page_size: 1000",
             Want::Error(
-                "feature_store.yaml:4: `online_store.page_size` is 1000; SQLite pages are a power of two from 512 to 65536 bytes (4096 by default)",
+                "feature_store.yaml:4: `online_store.page_size` is 1000; SQLite pages are a power of two from 512 to 65536 bytes (1024 by default)",
             ),
         ),
         (

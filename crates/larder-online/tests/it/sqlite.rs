@@ -290,6 +290,59 @@ async fn page_size_applies_to_new_databases_only() {
     );
 }
 
+/// Without a configured page size a new database gets the store's default (1 KiB pages:
+/// cheaper pushes); an existing one, say from an earlier Larder with SQLite's 4096, keeps
+/// its own and serves as before.
+#[tokio::test]
+async fn new_databases_get_the_default_page_size_and_old_ones_keep_theirs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let page_size = |path: &Path| -> u32 {
+        rusqlite::Connection::open(path)
+            .expect("raw connection")
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .expect("page size")
+    };
+    let t = view("v", &["f", "g"]);
+    let rows: Vec<Row> = (1..=50)
+        .map(|k| {
+            (
+                k,
+                1,
+                vec![Some(Value::int64(k)), Some(Value::string("y".repeat(2000)))],
+            )
+        })
+        .collect();
+    let fresh = dir.path().join("fresh.db");
+    {
+        let store = SqliteOnlineStore::open(&SqliteConfig::new(&fresh)).expect("open");
+        write(&store, &t, &rows).await;
+        // Rows wider than a page continue on overflow pages and read back whole.
+        let got = read(&store, &t, &[3, 50], &["f", "g"]).await;
+        assert_eq!(value(&got, 1, 0), Some(Value::string("y".repeat(2000))));
+        assert_eq!(value(&got, 0, 1), Some(Value::int64(50)));
+    }
+    assert_eq!(page_size(&fresh), SqliteConfig::DEFAULT_PAGE_SIZE);
+    assert_eq!(SqliteConfig::DEFAULT_PAGE_SIZE, 1024);
+
+    let old = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&old).expect("raw connection");
+        conn.pragma_update(None, "page_size", 4096)
+            .expect("page size");
+        conn.execute_batch("CREATE TABLE earlier (x INTEGER)")
+            .expect("a table");
+    }
+    let store = SqliteOnlineStore::open(&SqliteConfig::new(&old)).expect("open an old file");
+    write(&store, &t, &rows).await;
+    let got = read(&store, &t, &[50], &["g"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::string("y".repeat(2000))));
+    assert_eq!(
+        page_size(&old),
+        4096,
+        "an existing database keeps its page size"
+    );
+}
+
 /// A write lock held elsewhere beyond `busy_timeout` fails the write as retryable, while
 /// reads go on (WAL).
 #[tokio::test]
