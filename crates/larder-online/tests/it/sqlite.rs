@@ -242,18 +242,20 @@ async fn reader_and_writer_processes() {
     assert_final_round(&store, &t, KEYS, ROUNDS - 1).await;
 }
 
+/// The page size of the database file at `path`, read with a connection of its own.
+fn page_size(path: &Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .expect("raw connection")
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .expect("page size")
+}
+
 /// `page_size` applies to a database the store creates; an existing one keeps its own and
 /// still serves reads and writes.
 #[tokio::test]
 async fn page_size_applies_to_new_databases_only() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("online.db");
-    let page_size = |path: &Path| -> u32 {
-        rusqlite::Connection::open(path)
-            .expect("raw connection")
-            .query_row("PRAGMA page_size", [], |row| row.get(0))
-            .expect("page size")
-    };
     let t = view("v", &["f", "g"]);
     {
         let store = SqliteOnlineStore::open(&SqliteConfig {
@@ -296,12 +298,6 @@ async fn page_size_applies_to_new_databases_only() {
 #[tokio::test]
 async fn new_databases_get_the_default_page_size_and_old_ones_keep_theirs() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let page_size = |path: &Path| -> u32 {
-        rusqlite::Connection::open(path)
-            .expect("raw connection")
-            .query_row("PRAGMA page_size", [], |row| row.get(0))
-            .expect("page size")
-    };
     let t = view("v", &["f", "g"]);
     let rows: Vec<Row> = (1..=50)
         .map(|k| {
