@@ -260,14 +260,13 @@ where
     Ok((rows, writer.into_inner()?))
 }
 
-/// Columns whose first row group compression shrank by less than this share are stored
-/// uncompressed from then on (random floats: snappy keeps 99.95% of their bytes).
+/// Columns that the first row group's compression left at this share of their size or more
+/// are stored uncompressed from then on (random floats: snappy keeps 99.95% of their bytes).
 const INCOMPRESSIBLE: f64 = 0.95;
 
 /// When some columns of a row group (`chunks`, one per leaf column) barely compressed, a
 /// factory for the next row groups that stores those columns uncompressed: compressing them
-/// costs as much CPU as the rest of their encoding and saves nothing, and readers skip the
-/// decompression. Parquet records the codec per column chunk, so every reader handles a
+/// costs CPU and saves nothing, and readers skip the decompression. Parquet records the codec per column chunk, so every reader handles a
 /// file whose row groups differ. `None` when every column compressed.
 fn uncompressed_factory(
     builder: &parquet::file::properties::WriterPropertiesBuilder,
