@@ -266,8 +266,9 @@ const INCOMPRESSIBLE: f64 = 0.95;
 
 /// When some columns of a row group (`chunks`, one per leaf column) barely compressed, a
 /// factory for the next row groups that stores those columns uncompressed: compressing them
-/// costs CPU and saves nothing, and readers skip the decompression. Parquet records the codec per column chunk, so every reader handles a
-/// file whose row groups differ. `None` when every column compressed.
+/// costs CPU and saves nothing, and readers skip the decompression. Parquet records the
+/// codec per column chunk, so every reader handles a file whose row groups differ. `None`
+/// when every column compressed.
 fn uncompressed_factory(
     builder: &parquet::file::properties::WriterPropertiesBuilder,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,

@@ -232,15 +232,16 @@ pub(crate) struct Matches {
 impl Matches {
     /// The matches of rows `start..start + len`: borrowed within a block, copied across.
     pub(crate) fn rows(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u64]> {
-        let (block, at) = (start >> self.shift, start & ((1 << self.shift) - 1));
+        let (block, at) = block_of(start, self.shift);
         match self.blocks.get(block).and_then(|b| b.get(at..at + len)) {
             Some(rows) => std::borrow::Cow::Borrowed(rows),
             None => std::borrow::Cow::Owned(
                 (start..start + len)
                     .map(|row| {
+                        let (block, at) = block_of(row, self.shift);
                         self.blocks
-                            .get(row >> self.shift)
-                            .and_then(|b| b.get(row & ((1 << self.shift) - 1)))
+                            .get(block)
+                            .and_then(|b| b.get(at))
                             .copied()
                             .unwrap_or(NONE)
                     })
@@ -248,6 +249,12 @@ impl Matches {
             ),
         }
     }
+}
+
+/// The block of `1 << shift` rows that holds `row`, and its place there.
+#[inline]
+fn block_of(row: usize, shift: u32) -> (usize, usize) {
+    (row >> shift, row & ((1 << shift) - 1))
 }
 
 /// [`Matches`] while the merge threads record them.
@@ -283,12 +290,8 @@ impl SharedMatches {
 
     #[inline]
     fn store(&self, row: u64, reference: u64) {
-        let row = row as usize;
-        if let Some(slot) = self
-            .blocks
-            .get(row >> self.shift)
-            .and_then(|b| b.get(row & ((1 << self.shift) - 1)))
-        {
+        let (block, at) = block_of(row as usize, self.shift);
+        if let Some(slot) = self.blocks.get(block).and_then(|b| b.get(at)) {
             slot.store(reference, Ordering::Relaxed);
         }
     }

@@ -28,9 +28,9 @@ pub struct SqliteConfig {
     /// commit that fills it. For a long-running writer of small batches (a feature server
     /// taking pushes): a checkpoint copies and syncs up to 32 MB, which otherwise stalls the
     /// one request whose commit triggers it for tens of milliseconds. The commit-time
-    /// checkpoint stays as a backstop, at 65536 WAL pages instead of 8192 (64 MiB with
-    /// the default 1 KiB pages): writes back to back leave the WAL no moment to start over, and then it
-    /// still comes due. A WAL file grown past 512 MiB (or twice the WAL at that checkpoint,
+    /// checkpoint stays as a backstop, at 65536 WAL pages instead of 8192 (64 MiB with the
+    /// default 1 KiB pages): writes back to back leave the WAL no moment to start over, and
+    /// then it still comes due. A WAL file grown past 512 MiB (or twice the WAL at that checkpoint,
     /// with pages over 4 KiB) is cut back to it when it starts over.
     pub background_checkpoint: bool,
     /// Bytes per database page of a database this store creates (a power of two from 512

@@ -66,8 +66,8 @@ const BACKSTOP_AUTOCHECKPOINT_PAGES: i64 = 65536;
 /// Bytes of WAL file kept when the WAL starts over (SQLite's `journal_size_limit`): a file
 /// grown past it by a large transaction is cut back to it. At least twice the WAL at the
 /// commit-time checkpoint ([`wal_keep_bytes`]), so that pushes never cut it: a 64 MiB limit
-/// (below the backstop's 256 MiB with 4 KiB pages), cut at every start-over, raised their p99 at c=1 from
-/// about 30 ms to about 75 ms.
+/// (below the backstop's 256 MiB with 4 KiB pages), cut at every start-over, raised their
+/// p99 at c=1 from about 30 ms to about 75 ms.
 const WAL_KEEP_BYTES: i64 = 512 << 20;
 
 /// The `journal_size_limit` of a writer that checkpoints at `autocheckpoint_pages` pages of
