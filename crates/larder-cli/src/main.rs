@@ -6,6 +6,7 @@
 mod allocator;
 mod cli;
 mod direct;
+mod flat;
 mod init;
 mod materialize;
 mod objects;

@@ -16,6 +16,7 @@ use parquet::file::writer::SerializedFileWriter;
 
 use crate::cli::OutputCompression;
 use crate::direct::DirectFile;
+use crate::flat;
 
 /// Rows per Parquet row group: small enough that encoding the last one adds little at the end.
 const ROW_GROUP_ROWS: usize = 1 << 18;
@@ -108,45 +109,110 @@ pub async fn write_file(
     Ok(rows)
 }
 
+/// One encoded column chunk: by parquet-rs, or by [`flat`] for top-level fixed-width columns.
+enum Chunk {
+    Arrow(ArrowColumnChunk),
+    Flat(flat::FlatChunk),
+}
+
+impl Chunk {
+    fn metadata(&self) -> &parquet::file::metadata::ColumnChunkMetaData {
+        match self {
+            Chunk::Arrow(chunk) => &chunk.close().metadata,
+            Chunk::Flat(chunk) => &chunk.close.metadata,
+        }
+    }
+}
+
+/// How row groups are encoded: parquet-rs's column writers, and the settings (codec per
+/// column) both they and [`flat`] follow.
+#[derive(Clone)]
+struct Encoders {
+    factory: std::sync::Arc<ArrowRowGroupWriterFactory>,
+    props: std::sync::Arc<WriterProperties>,
+}
+
+/// The work of encoding one column chunk.
+enum Job {
+    Arrow(
+        Box<parquet::arrow::arrow_writer::ArrowColumnWriter>,
+        Vec<parquet::arrow::arrow_writer::ArrowLeafColumn>,
+    ),
+    Flat(
+        parquet::schema::types::ColumnDescPtr,
+        flat::Kind,
+        Vec<arrow::array::ArrayRef>,
+    ),
+}
+
 /// Encodes one row group's columns on all cores, one column per task.
 fn encode_row_group(
-    factory: &ArrowRowGroupWriterFactory,
+    encoders: &Encoders,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
     schema: &SchemaRef,
     index: usize,
     batches: &[RecordBatch],
-) -> Result<Vec<ArrowColumnChunk>> {
-    let writers = factory.create_column_writers(index)?;
-    // Leaf columns in schema order, each with the arrays of every batch.
-    let mut leaves: Vec<Vec<parquet::arrow::arrow_writer::ArrowLeafColumn>> =
-        (0..writers.len()).map(|_| Vec::new()).collect();
-    for batch in batches {
-        let mut leaf = 0;
-        for (field, column) in schema.fields().iter().zip(batch.columns()) {
-            for l in compute_leaves(field, column)? {
-                leaves[leaf].push(l);
-                leaf += 1;
+) -> Result<Vec<Chunk>> {
+    let writers = encoders.factory.create_column_writers(index)?;
+    let mut jobs: Vec<Job> = Vec::with_capacity(writers.len());
+    let mut writers = writers.into_iter();
+    let mut leaf = 0;
+    for (f, field) in schema.fields().iter().enumerate() {
+        let descr = parquet_schema.column(leaf);
+        if let Some(kind) = flat::kind_of(field.data_type(), &descr)
+            .filter(|_| flat::applies(&encoders.props, descr.path()))
+        {
+            // One leaf, which this module encodes: its writer is not needed.
+            writers.next();
+            let arrays = batches.iter().map(|b| b.column(f).clone()).collect();
+            jobs.push(Job::Flat(descr, kind, arrays));
+            leaf += 1;
+            continue;
+        }
+        let mut leaves = Vec::new();
+        for batch in batches {
+            leaves.push(compute_leaves(field, batch.column(f))?);
+        }
+        let count = leaves.first().map_or(0, Vec::len);
+        let mut per_leaf: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
+        for batch_leaves in leaves {
+            for (i, l) in batch_leaves.into_iter().enumerate() {
+                per_leaf[i].push(l);
             }
+        }
+        for leaves in per_leaf {
+            let writer = writers
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("internal: fewer column writers than columns"))?;
+            jobs.push(Job::Arrow(Box::new(writer), leaves));
+            leaf += 1;
         }
     }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let jobs: Vec<_> = writers.into_iter().zip(leaves).enumerate().collect();
+    let props = &encoders.props;
+    let jobs: Vec<_> = jobs.into_iter().enumerate().collect();
     let results = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
     let queue = std::sync::Mutex::new(jobs);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 loop {
-                    let Some((i, (mut writer, leaves))) =
-                        queue.lock().ok().and_then(|mut q| q.pop())
-                    else {
+                    let Some((i, job)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                         return;
                     };
-                    let chunk = leaves
-                        .iter()
-                        .try_for_each(|l| writer.write(l))
-                        .and_then(|()| writer.close());
+                    let chunk = match job {
+                        Job::Arrow(mut writer, leaves) => leaves
+                            .iter()
+                            .try_for_each(|l| writer.write(l))
+                            .and_then(|()| writer.close())
+                            .map(Chunk::Arrow)
+                            .map_err(anyhow::Error::from),
+                        Job::Flat(descr, kind, arrays) => {
+                            flat::encode_chunk(&descr, kind, props, &arrays).map(Chunk::Flat)
+                        }
+                    };
                     if let Ok(mut r) = results.lock() {
                         r.push((i, chunk));
                     }
@@ -158,10 +224,7 @@ fn encode_row_group(
         .into_inner()
         .map_err(|_| anyhow::anyhow!("an encoder thread panicked"))?;
     results.sort_by_key(|(i, _)| *i);
-    results
-        .into_iter()
-        .map(|(_, c)| c.map_err(Into::into))
-        .collect()
+    results.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Writes the stream as Parquet, encoding each row group's columns in parallel while the
@@ -197,16 +260,17 @@ where
             );
         }
     }
-    let props = builder.clone().build();
+    let props = std::sync::Arc::new(builder.clone().build());
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(&schema)?;
-    let mut writer = SerializedFileWriter::new(
-        file,
-        parquet_schema.root_schema_ptr(),
-        std::sync::Arc::new(props),
-    )?;
-    let mut factory = std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&writer, schema.clone()));
+    let mut writer =
+        SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props.clone())?;
+    let mut encoders = Encoders {
+        factory: std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&writer, schema.clone())),
+        props,
+    };
+    let parquet_schema = std::sync::Arc::new(parquet_schema);
     // Whether the columns that compression did not shrink are stored uncompressed yet.
     let mut compression_checked = codec == Compression::UNCOMPRESSED;
     let mut rows = 0u64;
@@ -214,9 +278,8 @@ where
     let mut pending_rows = 0usize;
     let mut index = 0usize;
     // Up to two row groups encode while the query produces the next (in file order).
-    let mut encoding: std::collections::VecDeque<
-        tokio::task::JoinHandle<Result<Vec<ArrowColumnChunk>>>,
-    > = std::collections::VecDeque::new();
+    let mut encoding: std::collections::VecDeque<tokio::task::JoinHandle<Result<Vec<Chunk>>>> =
+        std::collections::VecDeque::new();
     let mut finished = false;
     while !finished {
         let next = stream.next().await.transpose()?;
@@ -235,21 +298,22 @@ where
                 let chunks = job.await??;
                 if !compression_checked {
                     compression_checked = true;
-                    if let Some(f) =
-                        uncompressed_factory(&builder, &parquet_schema, &schema, &chunks)?
+                    if let Some(e) =
+                        uncompressed_encoders(&builder, &parquet_schema, &schema, &chunks)?
                     {
-                        factory = f;
+                        encoders = e;
                     }
                 }
                 append_row_group(&mut writer, chunks)?;
             }
             let batches = std::mem::take(&mut pending);
             pending_rows = 0;
-            let (factory, schema) = (factory.clone(), schema.clone());
+            let (encoders, parquet_schema, schema) =
+                (encoders.clone(), parquet_schema.clone(), schema.clone());
             let i = index;
             index += 1;
             encoding.push_back(tokio::task::spawn_blocking(move || {
-                encode_row_group(&factory, &schema, i, &batches)
+                encode_row_group(&encoders, &parquet_schema, &schema, i, &batches)
             }));
         }
     }
@@ -264,21 +328,21 @@ where
 /// are stored uncompressed from then on (random floats: snappy keeps 99.95% of their bytes).
 const INCOMPRESSIBLE: f64 = 0.95;
 
-/// When some columns of a row group (`chunks`, one per leaf column) barely compressed, a
-/// factory for the next row groups that stores those columns uncompressed: compressing them
+/// When some columns of a row group (`chunks`, one per leaf column) barely compressed,
+/// encoders for the next row groups that stores those columns uncompressed: compressing them
 /// costs CPU and saves nothing, and readers skip the decompression. Parquet records the
 /// codec per column chunk, so every reader handles a file whose row groups differ. `None`
 /// when every column compressed.
-fn uncompressed_factory(
+fn uncompressed_encoders(
     builder: &parquet::file::properties::WriterPropertiesBuilder,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,
     schema: &SchemaRef,
-    chunks: &[ArrowColumnChunk],
-) -> Result<Option<std::sync::Arc<ArrowRowGroupWriterFactory>>> {
+    chunks: &[Chunk],
+) -> Result<Option<Encoders>> {
     let mut builder = builder.clone();
     let mut any = false;
     for (chunk, column) in chunks.iter().zip(parquet_schema.columns()) {
-        let meta = &chunk.close().metadata;
+        let meta = chunk.metadata();
         let (compressed, raw) = (meta.compressed_size(), meta.uncompressed_size());
         if meta.compression() != Compression::UNCOMPRESSED
             && raw > 0
@@ -294,24 +358,28 @@ fn uncompressed_factory(
     }
     // The factory takes its settings from a file writer: one writing nowhere, with the
     // same schema, holds the new ones.
+    let props = std::sync::Arc::new(builder.build());
     let settings = SerializedFileWriter::new(
         std::io::sink(),
         parquet_schema.root_schema_ptr(),
-        std::sync::Arc::new(builder.build()),
+        props.clone(),
     )?;
-    Ok(Some(std::sync::Arc::new(ArrowRowGroupWriterFactory::new(
-        &settings,
-        schema.clone(),
-    ))))
+    Ok(Some(Encoders {
+        factory: std::sync::Arc::new(ArrowRowGroupWriterFactory::new(&settings, schema.clone())),
+        props,
+    }))
 }
 
 fn append_row_group(
     writer: &mut SerializedFileWriter<DirectFile>,
-    chunks: Vec<ArrowColumnChunk>,
+    chunks: Vec<Chunk>,
 ) -> Result<()> {
     let mut row_group = writer.next_row_group()?;
     for chunk in chunks {
-        chunk.append_to_row_group(&mut row_group)?;
+        match chunk {
+            Chunk::Arrow(chunk) => chunk.append_to_row_group(&mut row_group)?,
+            Chunk::Flat(chunk) => row_group.append_column(&chunk.bytes, chunk.close)?,
+        }
     }
     row_group.close()?;
     Ok(())
