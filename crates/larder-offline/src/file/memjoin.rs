@@ -212,12 +212,14 @@ struct Tuning {
     pass_limit: usize,
     bucket_rows: usize,
     block_shift: u32,
+    scan_limit: usize,
 }
 
 const TUNING: Tuning = Tuning {
     pass_limit: PASS_BYTES,
     bucket_rows: BUCKET_ROWS,
     block_shift: MATCH_BLOCK_SHIFT,
+    scan_limit: SCAN_LIMIT,
 };
 
 /// Per entity row, the address of its matching feature row or [`NONE`], in blocks of
@@ -616,7 +618,15 @@ fn match_view(
             .map(|first| first..(first + per_thread).min(range.end))
             .collect();
         on_threads(&shares, |share| {
-            merge_buckets(share.clone(), bits, &right, &left, ttl, &matches);
+            let groups = (&right[..], &left[..]);
+            merge_buckets(
+                share.clone(),
+                bits,
+                groups,
+                ttl,
+                tuning.scan_limit,
+                &matches,
+            );
             Ok(())
         })?;
     }
@@ -697,9 +707,9 @@ impl<T: Copy + Default> Grouped<T> {
 fn merge_buckets(
     share: std::ops::Range<usize>,
     bits: u32,
-    right: &[Buckets<RightEntry>],
-    left: &[Buckets<LeftEntry>],
+    (right, left): (&[Buckets<RightEntry>], &[Buckets<LeftEntry>]),
     ttl: Option<i64>,
+    scan_limit: usize,
     matches: &SharedMatches,
 ) {
     let (mut r, mut l) = (Grouped::new(), Grouped::new());
@@ -715,9 +725,40 @@ fn merge_buckets(
                 continue;
             }
             let r = r.group(g);
+            if r.len() * l.len() <= scan_limit {
+                scan_group(r, l, ttl, matches);
+                continue;
+            }
             r.sort_unstable_by_key(|e: &RightEntry| (e.key, e.ts, e.created));
             l.sort_unstable_by_key(|e: &LeftEntry| (e.key, e.ts));
             merge_group(r, l, ttl, matches);
+        }
+    }
+}
+
+/// Groups with at most this many (feature row, entity row) pairs are matched by comparing
+/// every pair ([`scan_group`]) instead of sorting both sides: a group holds about five
+/// entries a side, and sorting them cost more than the comparisons.
+const SCAN_LIMIT: usize = 64;
+
+/// Records the match of each entity row of `l` among the feature rows of `r`, in any order:
+/// the feature row of the same key with the greatest (time, created) among those in the
+/// entity row's window.
+fn scan_group(r: &[RightEntry], l: &[LeftEntry], ttl: Option<i64>, matches: &SharedMatches) {
+    for e in l {
+        let lower = ttl.map_or(i64::MIN, |ttl| e.ts.saturating_sub(ttl));
+        let mut best: Option<&RightEntry> = None;
+        for c in r {
+            if c.key == e.key
+                && c.ts <= e.ts
+                && c.ts >= lower
+                && best.is_none_or(|b| (c.ts, c.created) > (b.ts, b.created))
+            {
+                best = Some(c);
+            }
+        }
+        if let Some(best) = best {
+            matches.store(e.row, best.reference);
         }
     }
 }
@@ -790,7 +831,7 @@ pub(crate) fn join(
         );
         // The key and time columns are dropped here; the features live on in `values`.
         drop(views);
-        // Output batches in entity order: `batch_size` rows each, built two at a time.
+        // Output batches in entity order: `batch_size` rows each, built on every core.
         let mut chunks: Vec<(usize, RecordBatch)> = Vec::new();
         let mut offset = 0usize;
         for batch in &left {
@@ -808,24 +849,38 @@ pub(crate) fn join(
             }
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         };
-        for pair in chunks.chunks(2) {
-            let (first, second) = std::thread::scope(|scope| {
-                let other = pair.get(1).map(|c| scope.spawn(|| build(c)));
-                let first = build(&pair[0]);
-                (first, other.map(|h| h.join()))
-            });
-            if tx.blocking_send(first).is_err() {
-                return Ok(());
+        // Each thread builds every `parts`-th batch and runs ahead of the consumer by up to
+        // `AHEAD` batches, so no thread waits for another's batch to finish; the batches are
+        // taken round-robin, which is entity order.
+        const AHEAD: usize = 4;
+        std::thread::scope(|scope| -> Result<()> {
+            let mut receivers = Vec::with_capacity(parts);
+            for first in 0..parts {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(AHEAD);
+                receivers.push(receiver);
+                let (chunks, build) = (&chunks, &build);
+                scope.spawn(move || {
+                    for chunk in chunks.iter().skip(first).step_by(parts) {
+                        // The consumer stopped: so does this thread.
+                        if sender.send(build(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-            let Some(second) = second else {
-                continue;
-            };
-            let second = second
-                .map_err(|_| DataFusionError::Internal("an output thread panicked".into()))?;
-            if tx.blocking_send(second).is_err() {
-                return Ok(());
+            for i in 0..chunks.len() {
+                let batch = receivers[i % parts]
+                    .recv()
+                    .map_err(|_| DataFusionError::Internal("an output thread panicked".into()))?;
+                let failed = batch.is_err();
+                if tx.blocking_send(batch).is_err() || failed {
+                    break;
+                }
             }
-        }
+            // Dropping the receivers ends the threads still building.
+            drop(receivers);
+            Ok(())
+        })?;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "in-memory join: output done"
@@ -973,14 +1028,15 @@ mod tests {
                 ..view
             };
             prop_assert!(rest.batches.iter().all(|b| b.num_columns() == 3));
-            for (threads, pass_limit, bucket_rows, block_shift) in [
-                (1, usize::MAX, 4096, MATCH_BLOCK_SHIFT),
-                (2, usize::MAX, 4, 3),
-                (2, 1, 4, 0),
-                (1, 100, 2, 5),
-                (2, 1, 1, MATCH_BLOCK_SHIFT),
+            for (threads, pass_limit, bucket_rows, block_shift, scan_limit) in [
+                (1, usize::MAX, 4096, MATCH_BLOCK_SHIFT, SCAN_LIMIT),
+                (1, usize::MAX, 4096, MATCH_BLOCK_SHIFT, 0),
+                (2, usize::MAX, 4, 3, usize::MAX),
+                (2, 1, 4, 0, 0),
+                (1, 100, 2, 5, SCAN_LIMIT),
+                (2, 1, 1, MATCH_BLOCK_SHIFT, 4),
             ] {
-                let tuning = Tuning { pass_limit, bucket_rows, block_shift };
+                let tuning = Tuning { pass_limit, bucket_rows, block_shift, scan_limit };
                 let matches = match_view(&left, 1, &rest, addressing, threads, tuning).unwrap();
                 // Whole, and in pieces that start and end inside blocks.
                 let whole = matches.rows(0, rows.len());
