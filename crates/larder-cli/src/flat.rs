@@ -102,7 +102,7 @@ pub(crate) fn encode_chunk(
     if !applies(props, descr.path()) {
         bail!(
             "internal: the settings of column `{}` ask for pages the flat encoder does not write",
-            descr.path()
+            descr.path().string()
         );
     }
     let codec = props.compression(descr.path());
@@ -151,7 +151,7 @@ pub(crate) fn encode_chunk(
                 if !nullable && validity.as_ref().is_some_and(|n| n.null_count() > 0) {
                     bail!(
                         "column `{}` is declared not nullable but holds nulls",
-                        descr.path()
+                        descr.path().string()
                     );
                 }
                 nulls += copy_values(width, bytes, validity.as_ref(), &mut body) as u64;
@@ -892,6 +892,23 @@ mod tests {
         let mut levels = Levels::new(0);
         levels.push_bits(0x00ff_0f00, 32);
         assert_eq!(levels.finish(), vec![(4 << 1) | 1, 0x00, 0x0f, 0xff, 0x00]);
+    }
+
+    /// A column declared not nullable that holds a null is refused, naming the column.
+    #[test]
+    fn nulls_in_a_required_column_are_an_error() {
+        let schema = Schema::new(vec![Field::new("required", DataType::Int64, false)]);
+        let parquet_schema = ArrowSchemaConverter::new().convert(&schema).unwrap();
+        let descr = parquet_schema.column(0);
+        let array: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
+        let Err(e) = encode_chunk(&descr, Kind::Int64, &props(Compression::SNAPPY), &[array])
+        else {
+            panic!("a null in a required column was encoded");
+        };
+        assert_eq!(
+            e.to_string(),
+            "column `required` is declared not nullable but holds nulls"
+        );
     }
 
     #[test]
