@@ -451,16 +451,18 @@ enum MinMax {
     Int64(Option<(i64, i64)>),
 }
 
-/// Min and max over little-endian values, eight lanes at a time so that the loop
-/// vectorizes. `min`/`max` must leave out what the statistics leave out (NaN).
-fn fold<T: Copy, const W: usize>(
+/// Widens `range` by the min and max of `bytes` (little-endian values of `W` bytes), eight
+/// lanes at a time so that the loop vectorizes. `min`/`max` must leave out what the
+/// statistics leave out (`f32::min` ignores NaN); a page of NaN only (nothing below
+/// `highest`) leaves `range` as it was.
+fn widen<T: Copy + PartialOrd, const W: usize>(
+    range: &mut Option<(T, T)>,
     bytes: &[u8],
     decode: impl Fn([u8; W]) -> T,
-    lowest: T,
-    highest: T,
-    min: impl Fn(T, T) -> T,
-    max: impl Fn(T, T) -> T,
-) -> (T, T) {
+    (lowest, highest): (T, T),
+    min: impl Fn(T, T) -> T + Copy,
+    max: impl Fn(T, T) -> T + Copy,
+) {
     let mut lo = [highest; 8];
     let mut hi = [lowest; 8];
     let mut chunks = bytes.chunks_exact(8 * W);
@@ -480,21 +482,15 @@ fn fold<T: Copy, const W: usize>(
         lo[0] = min(lo[0], v);
         hi[0] = max(hi[0], v);
     }
-    let lo = lo.into_iter().fold(highest, &min);
-    let hi = hi.into_iter().fold(lowest, &max);
-    (lo, hi)
-}
-
-fn merge<T: Copy>(
-    acc: Option<(T, T)>,
-    page: (T, T),
-    min: impl Fn(T, T) -> T,
-    max: impl Fn(T, T) -> T,
-) -> Option<(T, T)> {
-    Some(match acc {
-        None => page,
-        Some((lo, hi)) => (min(lo, page.0), max(hi, page.1)),
-    })
+    let lo = lo.into_iter().fold(highest, min);
+    let hi = hi.into_iter().fold(lowest, max);
+    if bytes.is_empty() || lo > hi {
+        return;
+    }
+    *range = Some(match *range {
+        None => (lo, hi),
+        Some((l, h)) => (min(l, lo), max(h, hi)),
+    });
 }
 
 impl MinMax {
@@ -509,59 +505,39 @@ impl MinMax {
 
     /// Takes in one page's non-null values.
     fn update(&mut self, values: &[u8]) {
-        if values.is_empty() {
-            return;
-        }
         match self {
-            MinMax::Float(acc) => {
-                let (lo, hi) = fold(
-                    values,
-                    f32::from_le_bytes,
-                    f32::NEG_INFINITY,
-                    f32::INFINITY,
-                    f32::min,
-                    f32::max,
-                );
-                // Only NaN when lo > hi.
-                if lo <= hi {
-                    *acc = merge(*acc, (lo, hi), f32::min, f32::max);
-                }
-            }
-            MinMax::Double(acc) => {
-                let (lo, hi) = fold(
-                    values,
-                    f64::from_le_bytes,
-                    f64::NEG_INFINITY,
-                    f64::INFINITY,
-                    f64::min,
-                    f64::max,
-                );
-                if lo <= hi {
-                    *acc = merge(*acc, (lo, hi), f64::min, f64::max);
-                }
-            }
-            MinMax::Int32(acc) => {
-                let page = fold(
-                    values,
-                    i32::from_le_bytes,
-                    i32::MIN,
-                    i32::MAX,
-                    Ord::min,
-                    Ord::max,
-                );
-                *acc = merge(*acc, page, Ord::min, Ord::max);
-            }
-            MinMax::Int64(acc) => {
-                let page = fold(
-                    values,
-                    i64::from_le_bytes,
-                    i64::MIN,
-                    i64::MAX,
-                    Ord::min,
-                    Ord::max,
-                );
-                *acc = merge(*acc, page, Ord::min, Ord::max);
-            }
+            MinMax::Float(range) => widen(
+                range,
+                values,
+                f32::from_le_bytes,
+                (f32::NEG_INFINITY, f32::INFINITY),
+                f32::min,
+                f32::max,
+            ),
+            MinMax::Double(range) => widen(
+                range,
+                values,
+                f64::from_le_bytes,
+                (f64::NEG_INFINITY, f64::INFINITY),
+                f64::min,
+                f64::max,
+            ),
+            MinMax::Int32(range) => widen(
+                range,
+                values,
+                i32::from_le_bytes,
+                (i32::MIN, i32::MAX),
+                Ord::min,
+                Ord::max,
+            ),
+            MinMax::Int64(range) => widen(
+                range,
+                values,
+                i64::from_le_bytes,
+                (i64::MIN, i64::MAX),
+                Ord::min,
+                Ord::max,
+            ),
         }
     }
 
