@@ -855,31 +855,42 @@ pub(crate) fn join(
         const AHEAD: usize = 4;
         std::thread::scope(|scope| -> Result<()> {
             let mut receivers = Vec::with_capacity(parts);
+            let mut threads = Vec::with_capacity(parts);
             for first in 0..parts {
                 let (sender, receiver) = std::sync::mpsc::sync_channel(AHEAD);
                 receivers.push(receiver);
                 let (chunks, build) = (&chunks, &build);
-                scope.spawn(move || {
+                threads.push(scope.spawn(move || {
                     for chunk in chunks.iter().skip(first).step_by(parts) {
                         // The consumer stopped: so does this thread.
                         if sender.send(build(chunk)).is_err() {
-                            return;
+                            break;
                         }
                     }
-                });
+                    Ok(())
+                }));
             }
             for i in 0..chunks.len() {
-                let batch = receivers[i % parts]
-                    .recv()
-                    .map_err(|_| DataFusionError::Internal("an output thread panicked".into()))?;
+                // A thread that panicked dropped its sender; its join below says so.
+                let Ok(batch) = receivers[i % parts].recv() else {
+                    break;
+                };
                 let failed = batch.is_err();
                 if tx.blocking_send(batch).is_err() || failed {
                     break;
                 }
             }
-            // Dropping the receivers ends the threads still building.
+            // Dropping the receivers ends the threads still building; each is joined, so
+            // that a panic is an error (the first one) rather than a panic of this task.
             drop(receivers);
-            Ok(())
+            let mut result = Ok(());
+            for thread in threads {
+                let joined = joined(thread);
+                if result.is_ok() {
+                    result = joined;
+                }
+            }
+            result
         })?;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
