@@ -371,6 +371,7 @@ impl FileOfflineStore {
         // The sort entries (24 bytes per entity row, 32 per feature row), of which one pass
         // holds at most `memjoin::PASS_BYTES`.
         let mut entries = entities.rows.saturating_mul(24);
+        let mut positions = 0usize;
         let mut sources = Vec::with_capacity(request.views.len());
         for view in &request.views {
             let source = sources::plan_view_source(
@@ -397,9 +398,13 @@ impl FileOfflineStore {
             };
             needed = needed.saturating_add(rows.saturating_mul(row_width(&source.plan.schema())));
             entries = entries.saturating_add(rows.saturating_mul(32));
+            // Each pass's row positions, 4 bytes a row of both sides, held while matching.
+            positions = positions.max(rows.saturating_add(entities.rows).saturating_mul(4));
             sources.push(source);
         }
-        let needed = needed.saturating_add(entries.min(memjoin::PASS_BYTES));
+        let needed = needed
+            .saturating_add(entries.min(memjoin::PASS_BYTES))
+            .saturating_add(positions);
         if needed > budget {
             tracing::debug!(needed, budget, "point-in-time join takes the spilling path");
             return Ok(None);
