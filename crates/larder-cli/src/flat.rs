@@ -130,24 +130,30 @@ pub(crate) fn encode_chunk(
         while left > 0 {
             let page_len = left.min(page_rows);
             left -= page_len;
-            let segments = segments.take(page_len);
+            // Each segment's validity, sliced once for the levels and the values.
+            let segments: Vec<_> = segments
+                .take(page_len)
+                .into_iter()
+                .map(|(array, offset, len)| {
+                    let validity = array.logical_nulls().map(|n| n.slice(offset, len));
+                    (array, offset, len, validity)
+                })
+                .collect();
             body.clear();
             if nullable {
                 let mut levels = Levels::new(page_len / 8);
-                for &(array, offset, len) in &segments {
-                    let validity = array.logical_nulls().map(|n| n.slice(offset, len));
-                    levels.push_validity(validity.as_ref(), len);
+                for (_, _, len, validity) in &segments {
+                    levels.push_validity(validity.as_ref(), *len);
                 }
                 let levels = levels.finish();
                 body.extend_from_slice(&(levels.len() as u32).to_le_bytes());
                 body.extend_from_slice(&levels);
             }
             let values_start = body.len();
-            for &(array, offset, len) in &segments {
+            for (array, offset, len, validity) in &segments {
                 let data = array.to_data();
                 let start = data.offset() + offset;
                 let bytes = &data.buffers()[0].as_slice()[start * width..(start + len) * width];
-                let validity = array.logical_nulls().map(|n| n.slice(offset, len));
                 if !nullable && validity.as_ref().is_some_and(|n| n.null_count() > 0) {
                     bail!(
                         "column `{}` is declared not nullable but holds nulls",
@@ -843,7 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn levels_of_every_run_shape_decode_to_the_bitmap() {
+    fn levels_are_rle_runs_and_bit_packed_groups() {
         // Checked through the reader above; here the encoding itself: a long run of ones
         // becomes one RLE run, mixed bytes one bit-packed run, and a partial last byte a
         // padded group.

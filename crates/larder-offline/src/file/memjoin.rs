@@ -207,13 +207,13 @@ impl<'a> KeyTimes<'a> {
     }
 }
 
-/// Calls `visit(batch, rows)` for each batch of `batches` holding some of `positions`
-/// (ascending row positions counted over all the batches from 0), with those rows'
-/// positions within the batch.
+/// Calls `visit(batch, start, rows)` for each batch of `batches` holding some of `positions`
+/// (ascending row positions counted over all the batches from 0), with the position of the
+/// batch's first row and those rows' positions within the batch.
 fn by_batch(
     batches: &[RecordBatch],
     positions: &[u32],
-    mut visit: impl FnMut(usize, &mut dyn Iterator<Item = usize>) -> Result<()>,
+    mut visit: impl FnMut(usize, usize, &mut dyn Iterator<Item = usize>) -> Result<()>,
 ) -> Result<()> {
     let mut rest = positions;
     let mut start = 0usize;
@@ -221,7 +221,11 @@ fn by_batch(
         let end = start + batch.num_rows();
         let here = rest.partition_point(|&p| (p as usize) < end);
         if here > 0 {
-            visit(b, &mut rest[..here].iter().map(|&p| p as usize - start))?;
+            visit(
+                b,
+                start,
+                &mut rest[..here].iter().map(|&p| p as usize - start),
+            )?;
             rest = &rest[here..];
         }
         if rest.is_empty() {
@@ -604,7 +608,7 @@ impl Side<RightEntry> for RightSide<'_> {
     }
 
     fn at(&self, positions: &[u32], emit: &mut dyn FnMut(i64, RightEntry)) -> Result<()> {
-        by_batch(self.chunk.2, positions, |i, rows| {
+        by_batch(self.chunk.2, positions, |i, _, rows| {
             let (key_times, created) = self.columns(i)?;
             for row in rows {
                 if let Some((key, ts)) = key_times.at(row) {
@@ -651,24 +655,15 @@ impl Side<LeftEntry> for LeftSide<'_> {
     }
 
     fn at(&self, positions: &[u32], emit: &mut dyn FnMut(i64, LeftEntry)) -> Result<()> {
-        let starts: Vec<u64> = self
-            .chunk
-            .2
-            .iter()
-            .scan(self.chunk.1, |start, b| {
-                let first = *start;
-                *start += b.num_rows() as u64;
-                Some(first)
-            })
-            .collect();
-        by_batch(self.chunk.2, positions, |i, rows| {
+        by_batch(self.chunk.2, positions, |i, start, rows| {
             let key_times = self.columns(&self.chunk.2[i])?;
+            let first = self.chunk.1 + start as u64;
             for row in rows {
                 if let Some((key, ts)) = key_times.at(row) {
                     let entry = LeftEntry {
                         key,
                         ts,
-                        row: starts[i] + row as u64,
+                        row: first + row as u64,
                     };
                     emit(key, entry);
                 }
