@@ -21,6 +21,9 @@ pub async fn run(open: larder::OpenOptions, args: ServeArgs) -> Result<ExitCode>
         max_body_bytes: args.max_body_mib.max(1) << 20,
         shutdown_delay: Duration::from_secs(args.shutdown_delay_sec),
         drain_timeout: Duration::from_secs(args.drain_timeout_sec),
+        workers: args
+            .workers
+            .map_or_else(|| ServerOptions::default().workers, usize::from),
     };
     let server = Server::new(store, options)
         .await
@@ -42,24 +45,14 @@ pub async fn run(open: larder::OpenOptions, args: ServeArgs) -> Result<ExitCode>
         writeln!(out, "Serving project `{project}` on {scheme}://{local}")?;
         out.flush().context("cannot write to stdout")
     };
-    match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let config = larder_server::tls::server_config(cert, key)?;
-            let listener = larder_server::tls::TlsListener::new(listener, config)
-                .context("cannot start the TLS listener")?;
-            announce("https")?;
-            server
-                .run(listener, larder_server::shutdown_signal())
-                .await
-                .context("the server failed")?;
-        }
-        _ => {
-            announce("http")?;
-            server
-                .run(listener, larder_server::shutdown_signal())
-                .await
-                .context("the server failed")?;
-        }
-    }
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(larder_server::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    announce(if tls.is_some() { "https" } else { "http" })?;
+    server
+        .serve(listener, tls, larder_server::shutdown_signal())
+        .await
+        .context("the server failed")?;
     Ok(ExitCode::SUCCESS)
 }

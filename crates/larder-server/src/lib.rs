@@ -1,8 +1,9 @@
 //! The Larder feature server: Feast's HTTP API over a `FeatureStore`.
 //!
-//! [`Server::new`] loads the registry snapshot; [`Server::run`] serves on any
-//! `axum::serve::Listener` (plain TCP, or [`tls::TlsListener`]) until its shutdown future
-//! completes, then drains. Endpoints (feast-behaviour.md §8): `POST /get-online-features`,
+//! [`Server::new`] loads the registry snapshot; [`Server::serve`] serves HTTP or HTTPS on a
+//! TCP listener with one single-threaded runtime per worker thread (see [`workers`]), and
+//! [`Server::run`] on any `axum::serve::Listener` on the caller's runtime; both until their
+//! shutdown future completes, then drain. Endpoints (feast-behaviour.md §8): `POST /get-online-features`,
 //! `POST /push`, `POST /write-to-online-store`, `POST /materialize`,
 //! `POST /materialize-incremental`, `GET /health`, `GET /ready`, `GET /metrics`.
 //!
@@ -18,6 +19,7 @@ mod routes;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+mod workers;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct ServerOptions {
     pub shutdown_delay: Duration,
     /// Longest wait for in-flight requests and background materializations at shutdown.
     pub drain_timeout: Duration,
+    /// HTTP worker threads of [`Server::serve`] (at least 1).
+    pub workers: usize,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +66,7 @@ impl Default for ServerOptions {
             max_body_bytes: 16 << 20,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -99,6 +104,7 @@ impl Server {
                 draining: Default::default(),
                 materializing: Default::default(),
                 tasks: TaskTracker::new(),
+                jobs: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -112,8 +118,78 @@ impl Server {
         routes::router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains (see the module docs).
-    /// The registry refresh runs in the background meanwhile.
+    /// Serves on `listener` (HTTPS with `tls`) with [`ServerOptions::workers`] threads,
+    /// each running its own single-threaded runtime, until `shutdown` completes; then
+    /// drains (see the module docs). Accepting, the registry refresh and materializations
+    /// run on the caller's runtime.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let local_addr = listener.local_addr()?;
+        let life = Lifecycle::start(&self.state, shutdown);
+        let stops = workers::Stops {
+            closing: life.closing.clone(),
+            abort: CancellationToken::new(),
+            release: CancellationToken::new(),
+        };
+        let started = workers::Workers::start(
+            self.state.options.workers,
+            local_addr,
+            tls,
+            &self.router(),
+            &stops,
+        );
+        let workers = match started {
+            Ok(workers) => workers,
+            Err(e) => {
+                life.closing.cancel();
+                life.finish().await;
+                return Err(e);
+            }
+        };
+        let acceptor = tokio::spawn(workers::hand_out(
+            listener,
+            workers.senders,
+            life.closing.clone(),
+        ));
+        let mut served = std::pin::pin!(futures::future::join_all(workers.served));
+        let outcomes = match life.drained(served.as_mut()).await {
+            Some(outcomes) => outcomes,
+            None => {
+                stops.abort.cancel();
+                served.await
+            }
+        };
+        let _ = acceptor.await;
+        life.finish().await;
+        // The worker runtimes end last: until now they drove connections (a store
+        // client's, say) that background materializations may have been using.
+        stops.release.cancel();
+        let threads = workers.threads;
+        let panicked = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| t.join())
+                .filter(Result::is_err)
+                .count()
+        })
+        .await
+        .unwrap_or(0);
+        if panicked > 0 {
+            return Err(std::io::Error::other(format!(
+                "{panicked} HTTP worker thread(s) panicked"
+            )));
+        }
+        outcomes.into_iter().try_for_each(|outcome| {
+            outcome.unwrap_or_else(|_| Err(std::io::Error::other("an HTTP worker thread panicked")))
+        })
+    }
+
+    /// Serves on `listener` on the caller's runtime until `shutdown` completes, then
+    /// drains (see the module docs). The registry refresh runs in the background meanwhile.
     pub async fn run<L>(
         self,
         listener: L,
@@ -123,7 +199,28 @@ impl Server {
         L: axum::serve::Listener,
         L::Addr: std::fmt::Debug,
     {
-        let state = self.state.clone();
+        let life = Lifecycle::start(&self.state, shutdown);
+        let serve = axum::serve(listener, self.router())
+            .with_graceful_shutdown(life.closing.clone().cancelled_owned())
+            .into_future();
+        let result = life.drained(serve).await.unwrap_or(Ok(()));
+        life.finish().await;
+        result
+    }
+}
+
+/// What runs around serving: the registry refresh, and the shutdown sequence up to
+/// `closing` (readiness fails, then after the delay the listeners close).
+struct Lifecycle {
+    state: Arc<AppState>,
+    stop_refresh: CancellationToken,
+    refresh: tokio::task::JoinHandle<()>,
+    signal: tokio::task::JoinHandle<()>,
+    closing: CancellationToken,
+}
+
+impl Lifecycle {
+    fn start(state: &Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
         let stop_refresh = CancellationToken::new();
         let refresh = tokio::spawn(snapshot::refresh_loop(
             state.clone(),
@@ -131,11 +228,15 @@ impl Server {
             stop_refresh.clone(),
         ));
         let closing = CancellationToken::new();
-        let signal = {
+        let signal = tokio::spawn({
             let state = state.clone();
             let closing = closing.clone();
             async move {
-                shutdown.await;
+                tokio::select! {
+                    _ = shutdown => {}
+                    // Serving ended on its own (a failure): nothing to announce.
+                    _ = closing.cancelled() => return,
+                }
                 state.draining.store(true, Ordering::Release);
                 tracing::info!(
                     delay = ?state.options.shutdown_delay,
@@ -145,22 +246,41 @@ impl Server {
                 tracing::info!("listener closed; draining in-flight requests");
                 closing.cancel();
             }
-        };
-        let serve = axum::serve(listener, self.router())
-            .with_graceful_shutdown(signal)
-            .into_future();
-        let drain = state.options.drain_timeout;
-        let result = tokio::select! {
-            result = serve => result,
-            _ = async { closing.cancelled().await; tokio::time::sleep(drain).await } => {
-                tracing::warn!(?drain, "requests still in flight after the drain timeout; closing them");
-                Ok(())
+        });
+        Lifecycle {
+            state: state.clone(),
+            stop_refresh,
+            refresh,
+            signal,
+            closing,
+        }
+    }
+
+    /// Waits for `serving`; once the listeners closed, at most the drain timeout more
+    /// (`None` then).
+    async fn drained<T>(&self, serving: impl Future<Output = T>) -> Option<T> {
+        let drain = self.state.options.drain_timeout;
+        tokio::select! {
+            outcome = serving => Some(outcome),
+            _ = async { self.closing.cancelled().await; tokio::time::sleep(drain).await } => {
+                tracing::warn!(
+                    ?drain,
+                    "requests still in flight after the drain timeout; closing them"
+                );
+                None
             }
-        };
-        stop_refresh.cancel();
-        let _ = refresh.await;
+        }
+    }
+
+    /// Stops the refresh and waits (bounded) for background materializations.
+    async fn finish(self) {
+        self.closing.cancel();
+        let _ = self.signal.await;
+        self.stop_refresh.cancel();
+        let _ = self.refresh.await;
+        let state = self.state;
         state.tasks.close();
-        if tokio::time::timeout(drain, state.tasks.wait())
+        if tokio::time::timeout(state.options.drain_timeout, state.tasks.wait())
             .await
             .is_err()
         {
@@ -169,7 +289,6 @@ impl Server {
             );
         }
         tracing::info!("server stopped");
-        result
     }
 }
 

@@ -368,33 +368,46 @@ async fn run_materialize(
         views: Some(views.clone()),
         ..MaterializeOptions::default()
     };
-    if run_async {
-        let task_state = state.clone();
-        state.tasks.spawn(async move {
+    let job = {
+        let state = state.clone();
+        async move {
+            // Held until the run ends, even when the client that asked has gone (the run
+            // goes on).
             let _claim = claim;
-            match task_state.store.materialize(window, options).await {
-                Ok(reports) => {
-                    for report in &reports {
-                        task_state
-                            .metrics
-                            .materialized(&report.view, report.rows_written);
-                    }
-                    tracing::info!(views = reports.len(), "background materialization finished");
-                }
-                Err(err) => tracing::error!(error = %err, "background materialization failed"),
+            let reports = state.store.materialize(window, options).await?;
+            for report in &reports {
+                state
+                    .metrics
+                    .materialized(&report.view, report.rows_written);
             }
-        });
+            Ok::<usize, larder::Error>(reports.len())
+        }
+    };
+    if run_async {
+        state.tasks.spawn_on(
+            async move {
+                match job.await {
+                    Ok(views) => tracing::info!(views, "background materialization finished"),
+                    Err(err) => tracing::error!(error = %err, "background materialization failed"),
+                }
+            },
+            &state.jobs,
+        );
         let body = serde_json::json!({"status": "accepted", "feature_views": views});
         return Ok(json(StatusCode::ACCEPTED, body.to_string()));
     }
-    let reports = state.store.materialize(window, options).await;
-    drop(claim);
-    for report in reports? {
-        state
-            .metrics
-            .materialized(&report.view, report.rows_written);
+    // Tracked like a background one, so that shutdown waits for it even past the drain.
+    match state.jobs.spawn(state.tasks.track_future(job)).await {
+        Ok(done) => {
+            done?;
+            Ok(json(StatusCode::OK, "null".into()))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("the materialization task failed: {e}"),
+        )),
     }
-    Ok(json(StatusCode::OK, "null".into()))
 }
 
 async fn health() -> StatusCode {

@@ -27,6 +27,10 @@ pub struct AppState {
     pub materializing: Mutex<HashSet<String>>,
     /// Background materializations, awaited (bounded) at shutdown.
     pub tasks: TaskTracker,
+    /// The runtime materializations run on (the one the server was created on): a request
+    /// runs on an HTTP worker's single-threaded runtime, which must not be tied up by a
+    /// long job, and a materialization wants every core.
+    pub jobs: tokio::runtime::Handle,
 }
 
 impl AppState {

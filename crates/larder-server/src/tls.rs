@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -91,21 +91,20 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    /// Completes TLS handshakes on the connections `listener` accepts (a `TcpListener`,
+    /// or the connections the server hands to one of its workers); call it inside the
+    /// runtime that should run them.
+    pub fn new<L>(mut listener: L, config: Arc<ServerConfig>) -> std::io::Result<Self>
+    where
+        L: axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>,
+    {
         let local_addr = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let tls = TlsAcceptor::from(config);
         let acceptor = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+                // A `TcpListener`'s accept retries (and logs) failed accepts itself.
+                let (tcp, peer) = listener.accept().await;
                 let tls = tls.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -241,7 +241,8 @@ impl Running {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
-        let handle = tokio::spawn(server.run(listener, async move { signal.cancelled().await }));
+        let handle =
+            tokio::spawn(server.serve(listener, None, async move { signal.cancelled().await }));
         Running {
             url,
             client: reqwest::Client::builder()
@@ -308,6 +309,8 @@ pub fn options() -> ServerOptions {
         max_body_bytes: 64 << 10,
         shutdown_delay: Duration::ZERO,
         drain_timeout: Duration::from_secs(10),
+        // Requests run on worker threads as in production, two of them.
+        workers: 2,
     }
 }
 

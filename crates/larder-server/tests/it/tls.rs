@@ -48,31 +48,56 @@ async fn https(addr: std::net::SocketAddr, request: String) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
-#[tokio::test]
-async fn serves_https_with_a_pem_certificate_and_key() {
+/// How a test server takes its TLS connections.
+#[derive(Clone, Copy, Debug)]
+enum Serving {
+    /// `Server::serve` with a TLS config: the handshakes run on the HTTP workers.
+    Workers,
+    /// `Server::run` on a `TlsListener` over the `TcpListener`, on the test's runtime.
+    Listener,
+}
+
+async fn answers_https(serving: Serving) {
     let repo = Repo::new().await;
-    let server = Server::new(repo.open(), ServerOptions::default())
-        .await
-        .unwrap();
+    let options = ServerOptions {
+        workers: 2,
+        ..ServerOptions::default()
+    };
+    let server = Server::new(repo.open(), options).await.unwrap();
     let config = server_config(&fixture("server.pem"), &fixture("server.key")).unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = TlsListener::new(tcp, config).unwrap();
     let stop = CancellationToken::new();
     let signal = stop.clone();
-    let handle = tokio::spawn(server.run(listener, async move { signal.cancelled().await }));
+    let signal = async move { signal.cancelled().await };
+    let handle = match serving {
+        Serving::Workers => tokio::spawn(server.serve(tcp, Some(config), signal)),
+        Serving::Listener => {
+            let listener = TlsListener::new(tcp, config).unwrap();
+            tokio::spawn(server.run(listener, signal))
+        }
+    };
 
     let body = r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1002]}}"#;
-    let response = https(
-        addr,
-        format!(
-            "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains(r#""values":[200]"#), "{response}");
+    // Several connections, so that both workers take some.
+    for _ in 0..4 {
+        let response = https(
+            addr,
+            format!(
+                "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{serving:?}: {response}"
+        );
+        assert!(
+            response.contains(r#""values":[200]"#),
+            "{serving:?}: {response}"
+        );
+    }
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), handle)
@@ -80,6 +105,16 @@ async fn serves_https_with_a_pem_certificate_and_key() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn serves_https_with_a_pem_certificate_and_key() {
+    answers_https(Serving::Workers).await;
+}
+
+#[tokio::test]
+async fn serves_https_on_a_tls_listener() {
+    answers_https(Serving::Listener).await;
 }
 
 #[test]
