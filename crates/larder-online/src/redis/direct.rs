@@ -9,6 +9,11 @@
 //! or answers out of protocol is dropped, never reused; a request that fails on a reused
 //! connection (closed by the server while idle) is retried once on a new one, which is
 //! safe because reads have no effects.
+//!
+//! A connection is reused only by the thread that opened it. A tokio socket stays with the
+//! runtime it was opened on: used from the feature server's other worker threads (each its
+//! own runtime), its replies would wait for that runtime's thread to poll for them and then
+//! wake the reader across threads.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -41,6 +46,8 @@ pub(super) struct DirectPool {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The thread that opened it (whose runtime drives it).
+    owner: std::thread::ThreadId,
 }
 
 /// A connection lent to one round trip, with its replies; goes back to the pool on drop
@@ -69,9 +76,11 @@ impl Drop for Lease<'_> {
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
+            if idle.len() >= MAX_IDLE {
+                // Full (threads that no longer read hold idle connections): the oldest goes.
+                idle.remove(0);
             }
+            idle.push(conn);
         }
     }
 }
@@ -125,11 +134,13 @@ impl DirectPool {
                 _permit: permit,
             });
         }
-        let reused = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let reused = {
+            let me = std::thread::current().id();
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.iter()
+                .rposition(|c| c.owner == me)
+                .map(|at| idle.swap_remove(at))
+        };
         let was_reused = reused.is_some();
         let mut lease = Lease {
             pool: self,
@@ -182,6 +193,7 @@ impl DirectPool {
             let mut conn = Conn {
                 stream,
                 buf: Vec::with_capacity(16 << 10),
+                owner: std::thread::current().id(),
             };
             let mut hello = Commands::default();
             if let Some(password) = &c.password {

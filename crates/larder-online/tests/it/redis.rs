@@ -521,6 +521,63 @@ async fn reads_survive_the_server_closing_idle_connections() {
     }
 }
 
+/// A pooled read connection is reused only by the thread that opened it (the feature
+/// server's workers each run their own runtime, which drives the sockets it opened): a
+/// read on another thread opens its own, and the first thread keeps reusing its one.
+#[test]
+fn read_connections_stay_with_the_thread_that_opened_them() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let port = own.port;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let store = Arc::new(RedisOnlineStore::new(RedisConfig::standalone(
+        "127.0.0.1",
+        port,
+    )));
+    let t = view("v", &["f"]);
+    let here = runtime();
+    here.block_on(write(
+        store.as_ref(),
+        &t,
+        &[(1, 5, vec![Some(Value::int64(7))])],
+    ));
+    let check = |got: &arrow::array::RecordBatch, who: &str| {
+        assert_eq!(value(got, 0, 0), Some(Value::int64(7)), "{who}");
+    };
+    // Writes go over the shared multiplexed connection; count the clients from here on.
+    let clients = || {
+        cli(port, &["INFO", "clients"])
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .map(|n| n.trim().parse::<u32>().unwrap())
+            .unwrap()
+    };
+    let before = clients();
+    check(
+        &here.block_on(read(store.as_ref(), &t, &[1], &["f"])),
+        "first thread",
+    );
+    let other = {
+        let (store, t) = (store.clone(), t.clone());
+        std::thread::spawn(move || runtime().block_on(read(store.as_ref(), &t, &[1], &["f"])))
+            .join()
+            .unwrap()
+    };
+    check(&other, "second thread");
+    check(
+        &here.block_on(read(store.as_ref(), &t, &[1], &["f"])),
+        "first thread again",
+    );
+    // One connection per reading thread (redis-cli's own, counted in both, cancels out).
+    assert_eq!(clients(), before + 2);
+}
+
 /// Reads and writes both go to `db=N`: what one writes the other finds, and database 0
 /// stays empty.
 #[tokio::test]
