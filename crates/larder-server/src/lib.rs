@@ -3,9 +3,10 @@
 //! [`Server::new`] loads the registry snapshot; [`Server::serve`] serves HTTP or HTTPS on a
 //! TCP listener with one single-threaded runtime per worker thread (see [`workers`]), and
 //! [`Server::run`] on any `axum::serve::Listener` on the caller's runtime; both until their
-//! shutdown future completes, then drain. Endpoints (feast-behaviour.md §8): `POST /get-online-features`,
-//! `POST /push`, `POST /write-to-online-store`, `POST /materialize`,
-//! `POST /materialize-incremental`, `GET /health`, `GET /ready`, `GET /metrics`.
+//! shutdown future completes, then drain. Endpoints (feast-behaviour.md §8):
+//! `POST /get-online-features`, `POST /push`, `POST /write-to-online-store`,
+//! `POST /materialize`, `POST /materialize-incremental`, `GET /health`, `GET /ready`,
+//! `GET /metrics`.
 //!
 //! Shutdown, in order: readiness fails (`/ready` answers 503) while requests are still
 //! served for `shutdown_delay` (so a load balancer stops sending traffic), then the
@@ -145,7 +146,6 @@ impl Server {
         let workers = match started {
             Ok(workers) => workers,
             Err(e) => {
-                life.closing.cancel();
                 life.finish().await;
                 return Err(e);
             }

@@ -167,32 +167,44 @@ where
 /// `closing`; then closes the listener (new connections are refused).
 pub(crate) async fn hand_out(
     mut listener: TcpListener,
-    senders: Vec<mpsc::Sender<Handoff>>,
+    mut senders: Vec<mpsc::Sender<Handoff>>,
     closing: CancellationToken,
 ) {
     let mut next = 0usize;
     loop {
         // axum's accept retries (and logs) failed accepts itself.
         let (stream, peer) = tokio::select! {
-            _ = closing.cancelled() => break,
+            _ = closing.cancelled() => return,
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
         };
         // Unregisters the socket from this runtime so that a worker can take it.
-        let socket = match stream.into_std() {
-            Ok(socket) => socket,
+        let mut handoff = match stream.into_std() {
+            Ok(socket) => (socket, peer),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot hand over a connection");
                 continue;
             }
         };
-        let worker = &senders[next % senders.len()];
-        next = next.wrapping_add(1);
-        let sent = tokio::select! {
-            _ = closing.cancelled() => break,
-            sent = worker.send((socket, peer)) => sent,
-        };
-        if sent.is_err() {
-            tracing::warn!(%peer, "a worker has stopped; connection dropped");
+        // A worker that stopped (it cannot, short of a bug) leaves the rotation.
+        loop {
+            if senders.is_empty() {
+                tracing::error!("no HTTP worker is left; the listener closes");
+                return;
+            }
+            let at = next % senders.len();
+            next = next.wrapping_add(1);
+            let sent = tokio::select! {
+                _ = closing.cancelled() => return,
+                sent = senders[at].send(handoff) => sent,
+            };
+            match sent {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    tracing::error!(worker = at, "an HTTP worker has stopped");
+                    senders.swap_remove(at);
+                    handoff = back;
+                }
+            }
         }
     }
 }
@@ -228,5 +240,26 @@ mod tests {
         // The listener is closed: a new connection is refused.
         assert!(TcpStream::connect(addr).await.is_err());
         drop(clients);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_worker_leaves_the_rotation() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx_a, rx_a) = mpsc::channel(16);
+        let (tx_b, mut rx_b) = mpsc::channel(16);
+        drop(rx_a);
+        let closing = CancellationToken::new();
+        let acceptor = tokio::spawn(hand_out(listener, vec![tx_a, tx_b], closing.clone()));
+        let mut clients = Vec::new();
+        for i in 0..3 {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let local = client.local_addr().unwrap();
+            clients.push(client);
+            let (_, peer) = rx_b.recv().await.unwrap();
+            assert_eq!(peer, local, "connection {i}");
+        }
+        closing.cancel();
+        acceptor.await.unwrap();
     }
 }
