@@ -313,8 +313,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub drain_timeout_sec: u64,
     /// HTTP worker threads, each serving its connections on its own (default: one per
-    /// core). Accepted as Feast's `--workers`; they are threads of one process, not
-    /// processes.
+    /// core, two per core on the embedded SQLite store, whose reads block). Accepted as
+    /// Feast's `--workers`; they are threads of one process, not processes.
     #[arg(short = 'w', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 }

@@ -1343,6 +1343,25 @@ fn serve_answers_feast_requests_and_exits_0_on_sigterm() {
         );
     }
 
+    // On the embedded SQLite store: two HTTP worker threads per core by default.
+    #[cfg(target_os = "linux")]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = || {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", child.0.id())).expect("tasks");
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("larder-http-"))
+                .count()
+        };
+        // The address is announced as the workers start.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while workers() < 2 * cores && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(workers(), 2 * cores);
+    }
+
     let response = http(
         &addr,
         "POST",
