@@ -5,9 +5,11 @@
 //! microseconds of work, and tokio's work-stealing scheduler wakes idle workers across
 //! threads (a futex wake and, on a VM, an inter-processor interrupt) for much of that
 //! traffic. With one runtime per thread, a connection lives on one thread from accept to
-//! close and nothing crosses threads per request. On this project's 2-core VM, the same
-//! 1-entity request load (two wrk clients of 4 connections each) got 23.6k-27.8k requests/s
-//! from one server with two tokio workers and 38.0k-38.5k from two single-threaded servers.
+//! close and nothing crosses threads per request. On this project's 2-core VM, 1 entity x 15
+//! features on SQLite at concurrency 8: 29.4k-32.0k requests/s and 41-46 µs of server CPU per
+//! request, against 27.1k-29.9k and 46-50 µs with one multi-threaded runtime; at 64,
+//! 37.3k-40.5k against 31.2k-34.2k. (Two separate single-worker processes did better still,
+//! 38k at concurrency 8: the workers of one process share SQLite's per-file locks.)
 //!
 //! The acceptor runs on the caller's runtime and hands accepted sockets out round-robin,
 //! so a client's connections spread evenly (SO_REUSEPORT would hash them, and 8
@@ -213,6 +215,13 @@ pub(crate) async fn hand_out(
 mod tests {
     use super::*;
 
+    /// A client connection to `addr` and its own address, as the acceptor sees its peer.
+    async fn connect(addr: SocketAddr) -> (TcpStream, SocketAddr) {
+        let client = TcpStream::connect(addr).await.unwrap();
+        let local = client.local_addr().unwrap();
+        (client, local)
+    }
+
     #[tokio::test]
     async fn connections_are_handed_out_in_turn_and_the_listener_closes_at_closing() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -224,8 +233,7 @@ mod tests {
 
         let mut clients = Vec::new();
         for i in 0..4 {
-            let client = TcpStream::connect(addr).await.unwrap();
-            let local = client.local_addr().unwrap();
+            let (client, local) = connect(addr).await;
             clients.push(client);
             // In turn: the first connection to worker a, the second to b, ...
             let rx = if i % 2 == 0 { &mut rx_a } else { &mut rx_b };
@@ -253,8 +261,7 @@ mod tests {
         let acceptor = tokio::spawn(hand_out(listener, vec![tx_a, tx_b], closing.clone()));
         let mut clients = Vec::new();
         for i in 0..3 {
-            let client = TcpStream::connect(addr).await.unwrap();
-            let local = client.local_addr().unwrap();
+            let (client, local) = connect(addr).await;
             clients.push(client);
             let (_, peer) = rx_b.recv().await.unwrap();
             assert_eq!(peer, local, "connection {i}");
