@@ -373,10 +373,19 @@ impl FileOfflineStore {
         let mut entries = entities.rows.saturating_mul(24);
         let mut positions = 0usize;
         let mut sources = Vec::with_capacity(request.views.len());
+        // The views are scanned in more partitions than there are cores, so that the
+        // scheduler can even out the cores' share of the reading near its end. With one
+        // per core (and the entity file in one more), one core read alone for the last
+        // 0.2 s. 10M x 10M, alternated runs: reading 820-891 ms -> 735-886 ms.
+        let scan = self.session(
+            self.options
+                .partitions
+                .saturating_mul(SCAN_PARTITIONS_PER_CORE),
+        );
         for view in &request.views {
             let source = sources::plan_view_source(
                 self,
-                ctx,
+                &scan,
                 &request.definitions,
                 view,
                 &entities.time_range,
@@ -508,6 +517,10 @@ impl FileOfflineStore {
             .map_err(OfflineError::execution)
     }
 }
+
+/// Scan partitions per partition of the store's options when the in-memory join reads a
+/// view ([`FileOfflineStore::try_in_memory`]).
+const SCAN_PARTITIONS_PER_CORE: usize = 2;
 
 /// `plan` without its row filters (those that keep their input's columns as they are).
 fn without_filters(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
