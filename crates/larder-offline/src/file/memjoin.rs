@@ -208,8 +208,9 @@ impl<'a> KeyTimes<'a> {
 }
 
 /// Calls `visit(batch, start, rows)` for each batch of `batches` holding some of `positions`
-/// (ascending row positions counted over all the batches from 0), with the position of the
-/// batch's first row and those of `positions` in the batch (less `start`, a row of it).
+/// (ascending row positions counted over all the batches from 0): `start` is the position of
+/// the batch's first row and `rows` the part of `positions` in the batch (a position less
+/// `start` is the row within the batch).
 fn by_batch(
     batches: &[RecordBatch],
     positions: &[u32],
