@@ -215,6 +215,23 @@ pub(crate) async fn hand_out(
 mod tests {
     use super::*;
 
+    /// An acceptor on a fresh local port handing connections to two workers: the address,
+    /// the workers' ends, the token that closes it, and its task.
+    async fn acceptor() -> (
+        SocketAddr,
+        [mpsc::Receiver<Handoff>; 2],
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx_a, rx_a) = mpsc::channel(16);
+        let (tx_b, rx_b) = mpsc::channel(16);
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(hand_out(listener, vec![tx_a, tx_b], closing.clone()));
+        (addr, [rx_a, rx_b], closing, task)
+    }
+
     /// A client connection to `addr` and its own address, as the acceptor sees its peer.
     async fn connect(addr: SocketAddr) -> (TcpStream, SocketAddr) {
         let client = TcpStream::connect(addr).await.unwrap();
@@ -224,12 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_handed_out_in_turn_and_the_listener_closes_at_closing() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx_a, mut rx_a) = mpsc::channel(16);
-        let (tx_b, mut rx_b) = mpsc::channel(16);
-        let closing = CancellationToken::new();
-        let acceptor = tokio::spawn(hand_out(listener, vec![tx_a, tx_b], closing.clone()));
+        let (addr, [mut rx_a, mut rx_b], closing, acceptor) = acceptor().await;
 
         let mut clients = Vec::new();
         for i in 0..4 {
@@ -252,13 +264,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_worker_leaves_the_rotation() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx_a, rx_a) = mpsc::channel(16);
-        let (tx_b, mut rx_b) = mpsc::channel(16);
+        let (addr, [rx_a, mut rx_b], closing, acceptor) = acceptor().await;
+        // Worker a stops before any connection arrives.
         drop(rx_a);
-        let closing = CancellationToken::new();
-        let acceptor = tokio::spawn(hand_out(listener, vec![tx_a, tx_b], closing.clone()));
         let mut clients = Vec::new();
         for i in 0..3 {
             let (client, local) = connect(addr).await;
