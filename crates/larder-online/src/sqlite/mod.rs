@@ -25,7 +25,7 @@ use self::layout::{
     COLUMNS, MAX_KEYS_PER_SELECT, PayloadWriter, TableSql, V1_COLUMNS, create_table_sql, entries,
     key_slot, occupant_sql, quote_ident, upsert_sql,
 };
-use self::pool::Pool;
+use self::pool::{Pool, end_read, run_cached};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, ReadBatchBuilder, all_missing};
@@ -149,7 +149,10 @@ impl OnlineStore for SqliteOnlineStore {
         if keys.len() <= INLINE_READ_KEYS {
             return self
                 .pool
-                .run_here(|conn| read_table(conn, &table.project, &table.view, keys, features))
+                .read_here(|conn| {
+                    let sql = TableSql::of(&table.project, &table.view);
+                    read_view(conn, &sql, keys, features)
+                })
                 .await;
         }
         let request = OwnedRead::new(table, keys, features);
@@ -169,12 +172,12 @@ impl OnlineStore for SqliteOnlineStore {
             // server: 15k to 22k requests/s).
             return self
                 .pool
-                .run_here(|conn| {
+                .read_here(|conn| {
                     let read = |r: &ReadRequest<'_>| {
                         let sql = TableSql::of(&r.table.project, &r.table.view);
                         read_view(conn, &sql, r.keys, r.features)
                     };
-                    in_read_transaction(conn, || requests.iter().map(read).collect())
+                    requests.iter().map(read).collect()
                 })
                 .await;
         }
@@ -413,26 +416,16 @@ impl OwnedRead {
 type Found = Option<(i64, Range<usize>)>;
 
 /// Runs `reads` in one read transaction, so they see one snapshot (a view's read may take
-/// several statements: chunks of keys, probing rounds). `BEGIN` and `COMMIT` are cached
-/// statements (rusqlite's `transaction()` parses both on every call).
+/// several statements: chunks of keys, probing rounds).
 fn in_read_transaction<R>(
     conn: &Connection,
     reads: impl FnOnce() -> Result<R, OnlineError>,
 ) -> Result<R, OnlineError> {
-    let run = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut statement| statement.execute([]))
-            .map_err(|e| sqlite_error(e, "(read transaction)"))
-    };
-    run("BEGIN")?;
+    run_cached(conn, "BEGIN")?;
     let out = reads();
-    // A read transaction holds no changes: COMMIT ends it, failed reads or not.
-    if let Err(e) = run("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        out?;
-        return Err(e);
-    }
-    out
+    let ended = end_read(conn);
+    let out = out?;
+    ended.map(|()| out)
 }
 
 /// One view's read on its own, in a read transaction.

@@ -1,7 +1,7 @@
 //! A small pool of SQLite connections, each used by one blocking task at a time.
 //!
 //! SQLite calls block, so long work runs in `tokio::task::spawn_blocking`; short reads may
-//! run on the calling thread (`run_here`). A semaphore
+//! run on the calling thread (`read_here`). A semaphore
 //! bounds the connections in use; idle ones wait in a `Vec` and are opened lazily up to
 //! the pool size. A connection whose task panicked is dropped, not returned.
 //!
@@ -10,11 +10,16 @@
 //! process, so a materialization's resident memory does not grow with the file (mapped
 //! pages count as resident once touched). Reads keep the map, which saves a system call per
 //! page.
+//!
+//! Short reads leave their read transaction open for the next read on the connection, for up
+//! to `snapshot_reuse` and until this process writes to the file (see [`Pool::read_here`]);
+//! a sweeper thread ends those left idle, so that none holds the WAL back for long.
 
-use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::Semaphore;
@@ -26,6 +31,12 @@ use crate::error::OnlineError;
 /// size, create).
 const STATEMENT_CACHE: usize = 256;
 
+/// How often the sweeper ends the read transactions left open on idle connections (see
+/// [`Pool::read_here`]): a transaction holds the WAL back (a checkpoint cannot copy past the
+/// oldest one's snapshot, nor the WAL start over while one is open), so none stays open
+/// much longer than this once reads stop.
+const SWEEP_PERIOD: Duration = Duration::from_millis(10);
+
 #[derive(Debug)]
 pub(crate) struct Pool {
     shared: Arc<Shared>,
@@ -35,9 +46,33 @@ pub(crate) struct Pool {
 #[derive(Debug)]
 struct Shared {
     config: SqliteConfig,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Pooled>>,
     /// The write connection, opened on first use.
     writer: Mutex<Option<Writer>>,
+    /// Counts the writes through every store on this file in this process (see
+    /// [`write_generation`]): a read transaction begun before the last one is not reused.
+    generation: Arc<AtomicU64>,
+    /// Wakes the sweeper when an idle connection holds a read transaction and it sleeps;
+    /// `None` when transactions are not reused.
+    sweep: Option<SyncSender<()>>,
+    /// Whether the sweeper is awake (or woken) and will come round again.
+    sweeping: AtomicBool,
+}
+
+/// A pooled read connection and the read transaction it may hold open.
+#[derive(Debug)]
+struct Pooled {
+    conn: Connection,
+    snapshot: Option<Snapshot>,
+}
+
+/// A read transaction left open for the next reads on its connection.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    /// When it began (SQLite takes the snapshot at the first read after this).
+    began: Instant,
+    /// The write generation read before it began.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -89,13 +124,35 @@ impl Pool {
         let size = config.pool_size.max(1);
         let first = open_connection(config, true)?;
         let mut idle = Vec::with_capacity(size);
-        idle.push(first);
+        idle.push(Pooled {
+            conn: first,
+            snapshot: None,
+        });
+        let reuse = !config.snapshot_reuse.is_zero();
+        let (sweep, woken) = if reuse {
+            let (wake, woken) = std::sync::mpsc::sync_channel(1);
+            (Some(wake), Some(woken))
+        } else {
+            (None, None)
+        };
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            idle: Mutex::new(idle),
+            writer: Mutex::new(None),
+            generation: write_generation(&config.path),
+            sweep,
+            sweeping: AtomicBool::new(false),
+        });
+        if let Some(woken) = woken {
+            let weak = Arc::downgrade(&shared);
+            let period = SWEEP_PERIOD.max(config.snapshot_reuse);
+            std::thread::Builder::new()
+                .name("larder-sqlite-sweep".to_owned())
+                .spawn(move || run_sweeper(&weak, &woken, period))
+                .map_err(|e| OnlineError::internal(format!("cannot start a thread: {e}")))?;
+        }
         Ok(Pool {
-            shared: Arc::new(Shared {
-                config: config.clone(),
-                idle: Mutex::new(idle),
-                writer: Mutex::new(None),
-            }),
+            shared,
             permits: Arc::new(Semaphore::new(size)),
         })
     }
@@ -113,12 +170,12 @@ impl Pool {
         let shared = Arc::clone(&self.shared);
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = match shared.take() {
-                Some(conn) => conn,
-                None => open_connection(&shared.config, false)?,
-            };
-            let out = work(&mut conn);
-            shared.give_back(conn);
+            let mut pooled = shared.take()?;
+            if pooled.snapshot.is_some() {
+                pooled = shared.end_snapshot(pooled)?;
+            }
+            let out = work(&mut pooled.conn);
+            shared.give_back(pooled);
             out
         });
         task.await
@@ -138,9 +195,16 @@ impl Pool {
             let mut slot = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let writer = match slot.as_mut() {
                 Some(writer) => writer,
-                None => slot.insert(open_writer(&shared.config)?),
+                None => slot.insert(open_writer(&shared)?),
             };
+            // The transactions idle connections keep open end here: a checkpoint (this
+            // write's commit may run one) copies no frame past an open snapshot, nor can
+            // the WAL start over while one reads it.
+            shared.sweep(true);
             let out = work(&mut writer.conn);
+            // Before the write is reported done: a read after it must not reuse an older
+            // snapshot. Failed writes count too (one may have committed part).
+            shared.generation.fetch_add(1, Ordering::SeqCst);
             if out.is_ok()
                 && let Some(wake) = &writer.checkpoint
             {
@@ -155,41 +219,197 @@ impl Pool {
 }
 
 impl Pool {
-    /// Runs `work` on a pooled connection on the calling thread, for work short enough to
-    /// block an async worker for (it skips two thread hand-offs).
-    pub(crate) async fn run_here<R, F>(&self, work: F) -> Result<R, OnlineError>
-    where
-        F: FnOnce(&mut Connection) -> Result<R, OnlineError>,
-    {
+    /// Runs `work` inside a read transaction on a pooled connection, on the calling thread
+    /// (for reads short enough to block an async worker for: it skips two thread
+    /// hand-offs).
+    ///
+    /// The transaction stays open when `work` succeeds, and the next read on the
+    /// connection reuses it if it began less than `snapshot_reuse` ago and no write
+    /// through this process has happened since. Beginning one takes SQLite's shared locks
+    /// on the WAL index and the file (system calls, and a mutex the threads of a feature
+    /// server contend for); a 1-entity read is only a few times that.
+    pub(crate) async fn read_here<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<R, OnlineError>,
+    ) -> Result<R, OnlineError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| OnlineError::internal("the SQLite connection pool is closed"))?;
-        let mut conn = match self.shared.take() {
-            Some(conn) => conn,
-            None => open_connection(&self.shared.config, false)?,
-        };
-        let out = work(&mut conn);
-        self.shared.give_back(conn);
+        let shared = &self.shared;
+        let mut pooled = shared.take()?;
+        let generation = shared.generation.load(Ordering::SeqCst);
+        let now = Instant::now();
+        // (A transaction SQLite ended on an error leaves autocommit on.)
+        let reusable = pooled.snapshot.is_some_and(|snapshot| {
+            snapshot.generation == generation
+                && !pooled.conn.is_autocommit()
+                && now.duration_since(snapshot.began) < shared.config.snapshot_reuse
+        });
+        if !reusable {
+            if pooled.snapshot.is_some() {
+                pooled = shared.end_snapshot(pooled)?;
+            }
+            if let Err(e) = run_cached(&pooled.conn, "BEGIN") {
+                shared.give_back(pooled);
+                return Err(e);
+            }
+            pooled.snapshot = Some(Snapshot {
+                began: now,
+                generation,
+            });
+        }
+        let out = work(&pooled.conn);
+        if out.is_err() || shared.sweep.is_none() {
+            match shared.end_snapshot(pooled) {
+                Ok(pooled) => shared.give_back(pooled),
+                Err(e) => {
+                    out?;
+                    return Err(e);
+                }
+            }
+        } else {
+            shared.give_back(pooled);
+        }
         out
     }
 }
 
 impl Shared {
-    fn take(&self) -> Option<Connection> {
-        self.idle
+    /// An idle connection, or a new one.
+    fn take(&self) -> Result<Pooled, OnlineError> {
+        let idle = self
+            .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+            .pop();
+        match idle {
+            Some(pooled) => Ok(pooled),
+            None => Ok(Pooled {
+                conn: open_connection(&self.config, false)?,
+                snapshot: None,
+            }),
+        }
     }
 
-    fn give_back(&self, conn: Connection) {
+    fn give_back(&self, pooled: Pooled) {
+        let open = pooled.snapshot.is_some();
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(conn);
+            .push(pooled);
+        if open
+            && let Some(wake) = &self.sweep
+            && !self.sweeping.swap(true, Ordering::SeqCst)
+        {
+            let _ = wake.try_send(());
+        }
     }
+
+    /// Ends the read transaction `pooled` holds; a connection that cannot end it is
+    /// dropped and the error returned.
+    fn end_snapshot(&self, mut pooled: Pooled) -> Result<Pooled, OnlineError> {
+        pooled.snapshot = None;
+        end_read(&pooled.conn)?;
+        Ok(pooled)
+    }
+
+    /// Ends the idle connections' read transactions that can no longer be reused (older
+    /// than `snapshot_reuse` or begun before a write), or all of them with `all`; a
+    /// connection that cannot end its transaction is dropped. Returns how many stay open.
+    fn sweep(&self, all: bool) -> usize {
+        let now = Instant::now();
+        let reuse = self.config.snapshot_reuse;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut open = 0;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain_mut(|pooled| {
+            let Some(snapshot) = pooled.snapshot else {
+                return true;
+            };
+            if !all
+                && snapshot.generation == generation
+                && now.duration_since(snapshot.began) < reuse
+            {
+                open += 1;
+                return true;
+            }
+            pooled.snapshot = None;
+            match end_read(&pooled.conn) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping an SQLite connection");
+                    false
+                }
+            }
+        });
+        open
+    }
+}
+
+/// Ends idle read transactions every `period` while any is open, until the pool is dropped
+/// (which drops the sender).
+fn run_sweeper(shared: &Weak<Shared>, woken: &Receiver<()>, period: Duration) {
+    while woken.recv().is_ok() {
+        loop {
+            if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(period) {
+                return;
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.sweep(false) > 0 {
+                continue;
+            }
+            shared.sweeping.store(false, Ordering::SeqCst);
+            // A transaction given back since the sweep woke nobody (`sweeping` was still
+            // set): look again, and go on unless a later one has woken us already.
+            if shared.sweep(false) == 0 || shared.sweeping.swap(true, Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// Runs one cached statement that returns no rows (`BEGIN`, `COMMIT`: rusqlite's
+/// `transaction()` parses both on every call).
+pub(crate) fn run_cached(conn: &Connection, sql: &str) -> Result<(), OnlineError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(|e| super::sqlite_error(e, "(read transaction)"))
+}
+
+/// Ends a read transaction (it holds no changes: `COMMIT` ends it whatever its reads did,
+/// `ROLLBACK` if that fails).
+pub(crate) fn end_read(conn: &Connection) -> Result<(), OnlineError> {
+    match run_cached(conn, "COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            if conn.is_autocommit() { Ok(()) } else { Err(e) }
+        }
+    }
+}
+
+/// The write counter shared by the stores of this process open on the file at `path`, so
+/// that a read through one sees a write through another.
+fn write_generation(path: &Path) -> Arc<AtomicU64> {
+    static BY_FILE: Mutex<Vec<(PathBuf, Weak<AtomicU64>)>> = Mutex::new(Vec::new());
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut all = BY_FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|(_, counter)| counter.strong_count() > 0);
+    if let Some(counter) = all
+        .iter()
+        .find(|(known, _)| *known == file)
+        .and_then(|(_, counter)| counter.upgrade())
+    {
+        return counter;
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    all.push((file, Arc::downgrade(&counter)));
+    counter
 }
 
 /// Opens and configures one connection, retried while another process holds the file
@@ -288,7 +508,8 @@ fn set_page_size(conn: &Connection, config: &SqliteConfig) -> Result<(), OnlineE
 }
 
 /// The write connection and, when the config asks for it, its background checkpointer.
-fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
+fn open_writer(shared: &Arc<Shared>) -> Result<Writer, OnlineError> {
+    let config = &shared.config;
     let conn = open_write_connection(config)?;
     let checkpoint = if config.background_checkpoint {
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
@@ -297,9 +518,10 @@ fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
             .pragma_update(None, "mmap_size", 0)
             .map_err(|e| open_error(&config.path, e))?;
         let path = config.path.clone();
+        let readers = Arc::downgrade(shared);
         std::thread::Builder::new()
             .name("larder-sqlite-checkpoint".to_owned())
-            .spawn(move || run_checkpointer(&checkpointer, &woken, &path))
+            .spawn(move || run_checkpointer(&checkpointer, &woken, &path, &readers))
             .map_err(|e| OnlineError::internal(format!("cannot start the checkpointer: {e}")))?;
         Some(wake)
     } else {
@@ -315,10 +537,17 @@ fn open_writer(config: &SqliteConfig) -> Result<Writer, OnlineError> {
 /// commit-time checkpoint (at `BACKSTOP_AUTOCHECKPOINT_PAGES`) does not come due. That takes
 /// a moment with all frames copied before the next commit: under writes back to back (100-row
 /// pushes at full rate) the WAL keeps growing and the commit-time checkpoint still runs.
-fn run_checkpointer(conn: &Connection, woken: &Receiver<()>, path: &Path) {
+///
+/// The read transactions idle connections keep open end first: one begun before the
+/// checkpoint's last frame stops the copy there (one reading the database file alone, any
+/// copy).
+fn run_checkpointer(conn: &Connection, woken: &Receiver<()>, path: &Path, readers: &Weak<Shared>) {
     while woken.recv().is_ok() {
         std::thread::sleep(CHECKPOINT_DELAY);
         let last = matches!(woken.try_recv(), Err(TryRecvError::Disconnected));
+        if let Some(readers) = readers.upgrade() {
+            readers.sweep(true);
+        }
         let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         });

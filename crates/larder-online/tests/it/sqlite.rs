@@ -733,3 +733,132 @@ async fn background_checkpoint_moves_small_commits_into_the_database_file() {
         assert_eq!(value(&got, 0, 0), Some(Value::int64(2)));
     }
 }
+
+/// Sets key 1's event time in `table` behind the store's back, as another process would.
+fn retime(raw: &rusqlite::Connection, table: &str, event_ts: i64) {
+    let changed = raw
+        .execute(&format!("UPDATE \"{table}\" SET event_ts = ?1"), [event_ts])
+        .expect("update the row");
+    assert_eq!(changed, 1);
+}
+
+fn store_with_reuse(path: &Path, snapshot_reuse: Duration) -> SqliteOnlineStore {
+    SqliteOnlineStore::open(&SqliteConfig {
+        snapshot_reuse,
+        ..SqliteConfig::new(path)
+    })
+    .expect("open")
+}
+
+/// A read transaction is reused for `snapshot_reuse`: a write from outside the process
+/// stays unseen until then, but any write through a store of this process (this one or
+/// another on the same file) ends it at once.
+#[tokio::test]
+async fn reads_reuse_a_snapshot_until_a_write_of_this_process() {
+    let (_dir, path, _store, t, name) = file_store("v", &["f"]);
+    let long = Duration::from_secs(600);
+    let (store, other) = (store_with_reuse(&path, long), store_with_reuse(&path, long));
+    let v = |n| vec![Some(Value::int64(n))];
+    write(&store, &t, &[(1, 10, v(1))]).await;
+    assert_eq!(ts(&read(&store, &t, &[1], &["f"]).await, 0), Some(10));
+
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    retime(&raw, &name, 11);
+    assert_eq!(
+        ts(&read(&store, &t, &[1], &["f"]).await, 0),
+        Some(10),
+        "the snapshot is reused"
+    );
+    // A store that has not read yet begins its own.
+    assert_eq!(ts(&read(&other, &t, &[1], &["f"]).await, 0), Some(11));
+
+    write(&other, &t, &[(1, 20, v(2))]).await;
+    assert_eq!(ts(&read(&store, &t, &[1], &["f"]).await, 0), Some(20));
+    retime(&raw, &name, 21);
+    write(&store, &t, &[(2, 1, v(3))]).await;
+    assert_eq!(ts(&read(&other, &t, &[1], &["f"]).await, 0), Some(21));
+}
+
+/// A write from outside the process shows up once `snapshot_reuse` has passed, and at
+/// once when it is 0.
+#[tokio::test]
+async fn writes_from_elsewhere_show_up_after_snapshot_reuse() {
+    for reuse in [SqliteConfig::DEFAULT_SNAPSHOT_REUSE, Duration::ZERO] {
+        let (_dir, path, _store, t, name) = file_store("v", &["f"]);
+        let store = store_with_reuse(&path, reuse);
+        write(&store, &t, &[(1, 10, vec![None])]).await;
+        let raw = rusqlite::Connection::open(&path).expect("raw connection");
+        for at in 11..14 {
+            assert_eq!(ts(&read(&store, &t, &[1], &["f"]).await, 0), Some(at - 1));
+            retime(&raw, &name, at);
+            std::thread::sleep(reuse);
+            assert_eq!(
+                ts(&read(&store, &t, &[1], &["f"]).await, 0),
+                Some(at),
+                "snapshot_reuse {reuse:?}"
+            );
+        }
+    }
+}
+
+/// Whether a checkpoint could copy the whole WAL and empty it now (no read transaction of
+/// another connection holds it back).
+fn wal_can_restart(raw: &rusqlite::Connection) -> bool {
+    let busy: i64 = raw
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .expect("checkpoint");
+    busy == 0
+}
+
+/// An idle connection's read transaction holds the WAL back only briefly: the sweeper ends
+/// it once it is older than `snapshot_reuse`.
+#[tokio::test]
+async fn idle_snapshots_end_soon() {
+    let (_dir, path, _store, t, _name) = file_store("v", &["f"]);
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.busy_timeout(Duration::ZERO).expect("no busy wait");
+    for (reuse, held) in [
+        (Duration::from_secs(600), true),
+        (SqliteConfig::DEFAULT_SNAPSHOT_REUSE, false),
+    ] {
+        let store = store_with_reuse(&path, reuse);
+        write(&store, &t, &[(1, 10, vec![None])]).await;
+        read(&store, &t, &[1], &["f"]).await;
+        if held {
+            assert!(!wal_can_restart(&raw), "the snapshot is held for reuse");
+            drop(store);
+            assert!(wal_can_restart(&raw), "closing the store ends it");
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !wal_can_restart(&raw) {
+            assert!(
+                Instant::now() < deadline,
+                "an idle read transaction stayed open"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Reads between writes, whose transactions stay open for reuse, still let the WAL start
+/// over: its file stays near the size at which the writer checkpoints.
+#[tokio::test]
+async fn reads_between_writes_let_the_wal_start_over() {
+    let (_dir, path, store, t, _name) = file_store("v", &["f"]);
+    let wide = Some(Value::string("x".repeat(1000)));
+    let ids: Vec<i64> = (0..200).collect();
+    for round in 1..=150 {
+        let rows: Vec<Row> = ids
+            .iter()
+            .map(|&id| (id, round, vec![wide.clone()]))
+            .collect();
+        write(&store, &t, &rows).await;
+        let got = read(&store, &t, &ids, &["f"]).await;
+        assert_eq!(ts(&got, 0), Some(round));
+    }
+    let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+    // The writer checkpoints at 8192 pages (1 KiB each, plus a 24-byte frame header); 150
+    // rounds write about four times that.
+    assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
+}
