@@ -29,8 +29,11 @@ use crate::error::OnlineError;
 
 /// Connections open at once (requests beyond wait for one).
 const MAX_CONNECTIONS: usize = 128;
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 32;
+/// Idle connections kept for reuse: all that may be open, so that a burst of concurrent
+/// requests does not close what it opened (with 32 kept, `larder serve` under 64 concurrent
+/// 1-entity requests opened some 1,500 connections a second, and served 8.4k requests/s
+/// against 12.0k under 8).
+const MAX_IDLE: usize = MAX_CONNECTIONS;
 /// A receive buffer grown past this by a large reply is not kept in the pool.
 const KEEP_BUFFER_BYTES: usize = 1 << 20;
 

@@ -578,6 +578,36 @@ fn read_connections_stay_with_the_thread_that_opened_them() {
     assert_eq!(clients(), before + 2);
 }
 
+/// Connections a burst of concurrent reads opened stay pooled: the next burst of the same
+/// size opens none.
+#[tokio::test]
+async fn a_burst_of_reads_keeps_the_connections_it_opened() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let port = own.port;
+    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    let opened = || {
+        cli(port, &["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let burst = || futures::future::join_all((0..64).map(|_| read(&store, &t, &[1], &["f"])));
+    for got in burst().await {
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
+    }
+    let before = opened();
+    for got in burst().await {
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
+    }
+    // redis-cli's own connection for the count is the one more.
+    assert_eq!(opened(), before + 1, "the second burst opened connections");
+}
+
 /// Reads and writes both go to `db=N`: what one writes the other finds, and database 0
 /// stays empty.
 #[tokio::test]
