@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use larder_online::{
-    OnlineError, OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, redis_key, ts_field,
+    OnlineError, OnlineStore, RedisConfig, RedisOnlineStore, RedisTopology, ViewTable, redis_key,
+    ts_field,
 };
 use larder_types::feast::{Value, redis_field_hash};
 
@@ -498,17 +499,33 @@ fn own_server() -> Option<OwnServer> {
     })
 }
 
+/// A store on a `redis-server` of the test's own, holding key 1 of view `v` (`f` = 7).
+async fn own_store_with_one_row() -> Option<(OwnServer, RedisOnlineStore, ViewTable)> {
+    let own = own_server()?;
+    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", own.port));
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    Some((own, store, t))
+}
+
+/// A number of the server's `INFO` (`field` of `section`), read with `redis-cli` (whose
+/// own connection it counts).
+fn info_number(port: u16, section: &str, field: &str) -> u64 {
+    cli(port, &["INFO", section])
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+}
+
 /// Reads reuse pooled connections; when the server has closed them meanwhile (its
 /// `timeout`, a restart, `CLIENT KILL`), the next read reconnects instead of failing.
 #[tokio::test]
 async fn reads_survive_the_server_closing_idle_connections() {
-    let Some(own) = own_server() else {
+    let Some((own, store, t)) = own_store_with_one_row().await else {
         return;
     };
     let port = own.port;
-    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
-    let t = view("v", &["f"]);
-    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
     for round in 0..3 {
         let got = read(&store, &t, &[1, 2], &["f"]).await;
         assert_eq!(value(&got, 0, 0), Some(Value::int64(7)), "round {round}");
@@ -551,13 +568,7 @@ fn read_connections_stay_with_the_thread_that_opened_them() {
         assert_eq!(value(got, 0, 0), Some(Value::int64(7)), "{who}");
     };
     // Writes go over the shared multiplexed connection; count the clients from here on.
-    let clients = || {
-        cli(port, &["INFO", "clients"])
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .map(|n| n.trim().parse::<u32>().unwrap())
-            .unwrap()
-    };
+    let clients = || info_number(port, "clients", "connected_clients");
     let before = clients();
     check(
         &here.block_on(read(store.as_ref(), &t, &[1], &["f"])),
@@ -582,20 +593,11 @@ fn read_connections_stay_with_the_thread_that_opened_them() {
 /// size opens none.
 #[tokio::test]
 async fn a_burst_of_reads_keeps_the_connections_it_opened() {
-    let Some(own) = own_server() else {
+    let Some((own, store, t)) = own_store_with_one_row().await else {
         return;
     };
     let port = own.port;
-    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
-    let t = view("v", &["f"]);
-    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
-    let opened = || {
-        cli(port, &["INFO", "stats"])
-            .lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .map(|n| n.trim().parse::<u64>().unwrap())
-            .unwrap()
-    };
+    let opened = || info_number(port, "stats", "total_connections_received");
     let burst = || futures::future::join_all((0..64).map(|_| read(&store, &t, &[1], &["f"])));
     for got in burst().await {
         assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
