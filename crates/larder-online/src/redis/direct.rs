@@ -27,9 +27,9 @@ use super::conn::STORE;
 use super::resp::{Commands, Malformed, Parse, Replies, Reply};
 use crate::error::OnlineError;
 
-/// Connections open at once (requests beyond wait for one).
+/// Round trips at once, each on a connection of its own (requests beyond wait their turn).
 const MAX_CONNECTIONS: usize = 128;
-/// Idle connections kept for reuse: all that may be open, so that a burst of concurrent
+/// Idle connections kept for reuse: as many as may be in use, so that a burst of concurrent
 /// requests does not close what it opened (with 32 kept, `larder serve` under 64 concurrent
 /// 1-entity requests opened some 1,500 connections a second, and served 8.4k requests/s
 /// against 12.0k under 8).

@@ -261,7 +261,7 @@ impl Pool {
             });
         }
         let out = work(&pooled.conn);
-        if out.is_err() || shared.sweep.is_none() {
+        if out.is_err() || shared.config.snapshot_reuse.is_zero() {
             match shared.end_snapshot(pooled) {
                 Ok(pooled) => shared.give_back(pooled),
                 Err(e) => {
