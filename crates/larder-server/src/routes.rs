@@ -144,7 +144,7 @@ async fn get_online_features(
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplementedError",
-            "this server has no online store it can read (configure `online_store: {type: sqlite}` or `{type: postgres}`)",
+            "this server has no online store it can read (configure `online_store` with type `sqlite`, `redis` or `postgres`)",
         ));
     };
     let now = state.store.now();

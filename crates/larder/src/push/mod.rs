@@ -366,7 +366,7 @@ impl FeatureStore {
     fn writable_online_store(&self) -> Result<Arc<dyn larder_online::OnlineStore>, Error> {
         self.online_store()?.ok_or_else(|| Error::Unsupported {
             what: "writing online features without an online store this build can write".into(),
-            hint: "configure `online_store: {type: sqlite}` or `{type: postgres}` in \
+            hint: "configure `online_store` with type `sqlite`, `redis` or `postgres` in \
                    feature_store.yaml"
                 .into(),
         })
