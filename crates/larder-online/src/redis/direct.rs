@@ -1,113 +1,159 @@
-//! Direct connections for online reads on a standalone server: a pool of plain TCP
-//! connections, each used by one request at a time, that the request's own task writes
-//! its pipeline to and reads the replies from.
+//! Direct connections for online reads on a standalone server without TLS: one pipelined
+//! connection per reading thread (a *lane*), shared by every request in flight on it.
 //!
-//! The shared multiplexed connection hands every request to a driver task and back through
-//! channels (two task wake-ups and a thread hop per request) and parses each value into an
-//! allocated `redis::Value`; here a read is one `write` and usually one `read` on the calling
-//! task, and replies are parsed in place ([`resp`](super::resp)). A connection that fails
-//! or answers out of protocol is dropped, never reused; a request that fails on a reused
-//! connection (closed by the server while idle) is retried once on a new one, which is
-//! safe because reads have no effects.
+//! A request appends its commands to its thread's lane and waits for its replies. The
+//! lane's driver task writes whatever commands have gathered in one `write`, reads the
+//! replies as they come, parses them in place ([`resp`](super::resp)) and hands each
+//! request its own, in order. Requests that run in the same turn of a runtime (the feature
+//! server's workers each serve several connections) so share one `write` and one `read`
+//! on both sides: Redis reads and answers them as one pipeline. With a connection per
+//! request, the syscalls of those round trips cost Redis and Larder more than the reads
+//! themselves.
 //!
-//! A connection is reused only by the thread that opened it. A tokio socket stays with the
-//! runtime it was opened on: used from the feature server's other worker threads (each its
-//! own runtime), its replies would wait for that runtime's thread to poll for them and then
-//! wake the reader across threads.
+//! A lane belongs to the thread that first read through it, and its driver runs on that
+//! thread's runtime: a tokio socket stays with the runtime it was opened on, and the
+//! server's workers each run their own. A lane that fails (connection lost, a reply out of
+//! protocol, no answer within the response timeout) fails the requests waiting on it and is
+//! replaced by the next request; a request that fails on a lane that had answered before
+//! (a connection the server closed while idle) is retried once on a new one, which is safe
+//! because reads have no effects. A lane whose runtime shut down fails its requests the
+//! same way, and its thread gets a new one.
 
-use std::sync::{Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, oneshot};
 
 use super::config::RedisConfig;
 use super::conn::STORE;
-use super::resp::{Commands, Malformed, Parse, Replies, Reply};
+use super::resp::{Commands, Parse, Replies, Reply};
 use crate::error::OnlineError;
 
-/// Round trips at once, each on a connection of its own (requests beyond wait their turn).
-const MAX_CONNECTIONS: usize = 128;
-/// Idle connections kept for reuse: as many as may be in use, so that a burst of concurrent
-/// requests does not close what it opened (with 32 kept, `larder serve` under 64 concurrent
-/// 1-entity requests opened some 1,500 connections a second, and served 8.4k requests/s
-/// against 12.0k under 8).
-const MAX_IDLE: usize = MAX_CONNECTIONS;
-/// A receive buffer grown past this by a large reply is not kept in the pool.
+/// Lanes kept at once: one per thread that reads. Beyond, lanes with no request waiting are
+/// closed (threads that no longer read, such as a finished blocking task's).
+const MAX_LANES: usize = 64;
+/// A send or receive buffer grown past this by a large request or reply is not kept.
 const KEEP_BUFFER_BYTES: usize = 1 << 20;
+/// The receive buffer's initial size, and the free room kept in it for a read.
+const READ_CHUNK: usize = 16 << 10;
 
-/// The pool of one standalone server.
+/// The lanes of one standalone server.
 #[derive(Debug)]
 pub(super) struct DirectPool {
-    config: RedisConfig,
-    idle: Mutex<Vec<Conn>>,
-    permits: Semaphore,
+    config: Arc<RedisConfig>,
+    lanes: Mutex<Vec<Arc<Lane>>>,
+}
+
+/// One connection and the requests waiting on it.
+#[derive(Debug)]
+struct Lane {
+    /// The thread that opened it (whose runtime drives it).
+    owner: ThreadId,
+    state: Mutex<LaneState>,
+    /// Wakes the driver's writer: commands are waiting to be sent, or the lane is closing.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    /// Commands not yet written.
+    out: Vec<u8>,
+    /// The requests waiting for replies, in the order of their commands.
+    waiting: VecDeque<Waiter>,
+    /// Why the lane takes no more requests; None while it works.
+    closed: Option<Failed>,
+    /// Whether a request was answered: a failure after that may be the server closing an
+    /// idle connection, and is retried.
+    answered: bool,
 }
 
 #[derive(Debug)]
-struct Conn {
-    stream: TcpStream,
+struct Waiter {
+    /// How many replies its commands will get.
+    expected: usize,
+    reply: oneshot::Sender<Result<Answer, Failed>>,
+}
+
+/// The replies to one request's commands, with the bytes their ranges point into.
+#[derive(Debug, Default)]
+pub(super) struct Answer {
     buf: Vec<u8>,
-    /// The thread that opened it (whose runtime drives it).
-    owner: std::thread::ThreadId,
-}
-
-/// A connection lent to one round trip, with its replies; goes back to the pool on drop
-/// unless the round trip failed.
-pub(super) struct Lease<'p> {
-    pool: &'p DirectPool,
-    conn: Option<Conn>,
     pub replies: Replies,
-    _permit: SemaphorePermit<'p>,
 }
 
-impl Lease<'_> {
-    /// The receive buffer the replies' ranges point into.
+impl Answer {
+    /// The received bytes the replies' ranges point into.
     pub fn buf(&self) -> &[u8] {
-        self.conn.as_ref().map_or(&[], |c| &c.buf)
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && conn.buf.capacity() <= KEEP_BUFFER_BYTES
-        {
-            let mut idle = self
-                .pool
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if idle.len() >= MAX_IDLE {
-                // Full (threads that no longer read hold idle connections): the oldest goes.
-                idle.remove(0);
-            }
-            idle.push(conn);
-        }
+        &self.buf
     }
 }
 
 /// Why a round trip failed.
+#[derive(Clone, Debug)]
 enum Failed {
     /// Connecting, or the handshake, failed: the server is unreachable or refuses us.
-    Connect(OnlineError),
-    /// The connection broke during the round trip.
+    Connect(String),
+    /// The connection broke, or its driver stopped, before the answer came.
     Io(String),
     /// No complete answer within the response timeout (not retried: the server is slow,
     /// not gone).
     Timeout(Duration),
     /// The server broke the protocol.
-    Protocol(Malformed),
+    Protocol(String),
 }
 
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failed::Connect(e) => write!(f, "{e}"),
-            Failed::Io(e) => f.write_str(e),
+            Failed::Connect(e) | Failed::Io(e) | Failed::Protocol(e) => f.write_str(e),
             Failed::Timeout(t) => write!(f, "no answer within {t:?}"),
-            Failed::Protocol(e) => f.write_str(&e.0),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Lane {
+    /// Closes the lane (the first reason given stays): its waiting requests get `why`, its
+    /// driver stops and drops the connection.
+    fn close(&self, why: Failed) {
+        let waiting = {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return;
+            }
+            state.closed = Some(why.clone());
+            state.out = Vec::new();
+            std::mem::take(&mut state.waiting)
+        };
+        for waiter in waiting {
+            let _ = waiter.reply.send(Err(why.clone()));
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Closes its lane when the driver ends, whether it returned or its runtime dropped it.
+struct CloseOnDrop(Arc<Lane>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(Failed::Io(
+            "the runtime that drove the connection shut down".to_owned(),
+        ));
+    }
+}
+
+impl Drop for DirectPool {
+    fn drop(&mut self) {
+        for lane in lock(&self.lanes).drain(..) {
+            lane.close(Failed::Io("the store was closed".to_owned()));
         }
     }
 }
@@ -115,187 +161,308 @@ impl std::fmt::Display for Failed {
 impl DirectPool {
     pub fn new(config: RedisConfig) -> Self {
         DirectPool {
-            config,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(MAX_CONNECTIONS),
+            config: Arc::new(config),
+            lanes: Mutex::new(Vec::new()),
         }
     }
 
-    /// Sends `commands` in one round trip; the lease holds their replies. A reply that is
-    /// a Redis error is returned as such in the lease (the caller names the command).
-    pub async fn round_trip(&self, commands: &Commands) -> Result<Lease<'_>, OnlineError> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| OnlineError::internal("the redis connection pool is closed"))?;
+    /// Sends `commands` on this thread's lane; the answer holds their replies. A reply that
+    /// is a Redis error is returned as such in the answer (the caller names the command).
+    pub async fn round_trip(&self, commands: &Commands) -> Result<Answer, OnlineError> {
         if commands.is_empty() {
-            return Ok(Lease {
-                pool: self,
-                conn: None,
-                replies: Replies::default(),
-                _permit: permit,
-            });
+            return Ok(Answer::default());
         }
-        let reused = {
-            let me = std::thread::current().id();
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.iter()
-                .rposition(|c| c.owner == me)
-                .map(|at| idle.swap_remove(at))
-        };
-        let was_reused = reused.is_some();
-        let mut lease = Lease {
-            pool: self,
-            conn: reused,
-            replies: Replies::default(),
-            _permit: permit,
-        };
-        match self.attempt(&mut lease, commands).await {
-            Ok(()) => return Ok(lease),
-            Err(Failed::Io(e)) if was_reused => {
-                tracing::debug!(store = %self.config.describe(), error = %e, "idle redis connection lost, reconnecting");
+        let (lane, reply, was_answered) = self.enqueue(commands);
+        match self.wait(&lane, reply).await {
+            Ok(answer) => return Ok(answer),
+            Err(Failed::Io(e)) if was_answered => {
+                tracing::debug!(
+                    store = %self.config.describe(),
+                    error = %e,
+                    "redis read connection lost, reconnecting"
+                );
             }
             Err(failed) => return Err(self.error(failed)),
         }
-        lease.conn = None;
-        self.attempt(&mut lease, commands)
+        let (lane, reply, _) = self.enqueue(commands);
+        self.wait(&lane, reply)
             .await
-            .map_err(|failed| self.error(failed))?;
-        Ok(lease)
+            .map_err(|failed| self.error(failed))
     }
 
-    async fn attempt(&self, lease: &mut Lease<'_>, commands: &Commands) -> Result<(), Failed> {
-        let mut conn = match lease.conn.take() {
-            Some(conn) => conn,
-            None => self.open().await.map_err(Failed::Connect)?,
+    /// Queues `commands` on this thread's open lane, or on a new one: the lane, where the
+    /// answer will come, and whether the lane had answered before.
+    fn enqueue(
+        &self,
+        commands: &Commands,
+    ) -> (Arc<Lane>, oneshot::Receiver<Result<Answer, Failed>>, bool) {
+        let me = std::thread::current().id();
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter {
+            expected: commands.len(),
+            reply: tx,
         };
-        let timeout = self.config.response_timeout;
-        lease.replies.clear();
-        let outcome =
-            tokio::time::timeout(timeout, exchange(&mut conn, commands, &mut lease.replies))
-                .await
-                .unwrap_or(Err(Failed::Timeout(timeout)));
-        if outcome.is_ok() {
-            lease.conn = Some(conn);
+        let mut lanes = lock(&self.lanes);
+        if let Some(lane) = lanes.iter().find(|l| l.owner == me) {
+            let mut state = lock(&lane.state);
+            if state.closed.is_none() {
+                state.out.extend_from_slice(commands.bytes());
+                state.waiting.push_back(waiter);
+                let answered = state.answered;
+                drop(state);
+                lane.wake.notify_one();
+                return (lane.clone(), rx, answered);
+            }
         }
-        outcome
-    }
-
-    /// A new connection: TCP, then `AUTH` and `SELECT` as configured, in one round trip.
-    async fn open(&self) -> Result<Conn, OnlineError> {
-        let c = &self.config;
-        let node = &c.nodes[0];
-        let connect = async {
-            let stream = TcpStream::connect((node.host.as_str(), node.port))
-                .await
-                .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
-            let mut conn = Conn {
-                stream,
-                buf: Vec::with_capacity(16 << 10),
-                owner: std::thread::current().id(),
-            };
-            let mut hello = Commands::default();
-            if let Some(password) = &c.password {
-                match &c.username {
-                    Some(user) => hello
-                        .command(3)
-                        .arg(b"AUTH")
-                        .arg(user.as_bytes())
-                        .arg(password.as_bytes()),
-                    None => hello.command(2).arg(b"AUTH").arg(password.as_bytes()),
-                };
-            }
-            if c.db != 0 {
-                hello
-                    .command(2)
-                    .arg(b"SELECT")
-                    .arg(c.db.to_string().as_bytes());
-            }
-            if hello.is_empty() {
-                return Ok(conn);
-            }
-            let mut replies = Replies::default();
-            exchange(&mut conn, &hello, &mut replies)
-                .await
-                .map_err(|failed| self.unavailable(format!("cannot connect: {failed}")))?;
-            for reply in &replies.replies {
-                if let Reply::Error(range) = reply {
-                    // Never echo the password: Redis's messages do not contain it.
-                    let message = String::from_utf8_lossy(&conn.buf[range.clone()]).into_owned();
-                    return Err(
-                        self.unavailable(format!("the server refused the connection: {message}"))
-                    );
+        // Closed lanes go, and idle ones of other threads when there are too many.
+        lanes.retain(|l| lock(&l.state).closed.is_none());
+        if lanes.len() >= MAX_LANES {
+            lanes.retain(|l| {
+                let idle = lock(&l.state).waiting.is_empty();
+                if idle {
+                    l.close(Failed::Io("too many reading threads".to_owned()));
                 }
-            }
-            Ok(conn)
+                !idle
+            });
+        }
+        let state = LaneState {
+            out: commands.bytes().to_vec(),
+            waiting: VecDeque::from([waiter]),
+            closed: None,
+            answered: false,
         };
-        tokio::time::timeout(c.connect_timeout, connect)
-            .await
-            .unwrap_or_else(|_| {
-                Err(self.unavailable(format!(
-                    "cannot connect: no answer within {:?}",
-                    c.connect_timeout
-                )))
-            })
+        let lane = Arc::new(Lane {
+            owner: me,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+        });
+        lanes.push(lane.clone());
+        drop(lanes);
+        tokio::spawn(drive(lane.clone(), self.config.clone()));
+        (lane, rx, false)
     }
 
-    fn unavailable(&self, message: String) -> OnlineError {
-        OnlineError::Unavailable {
-            store: STORE.to_owned(),
-            retryable: true,
-            source: format!("{} ({})", message, self.config.describe()).into(),
+    async fn wait(
+        &self,
+        lane: &Lane,
+        reply: oneshot::Receiver<Result<Answer, Failed>>,
+    ) -> Result<Answer, Failed> {
+        let timeout = self.config.response_timeout;
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Failed::Io("the connection's driver stopped".to_owned())),
+            Err(_) => {
+                // The connection may be dead without a word (a lost peer): a new one next.
+                lane.close(Failed::Timeout(timeout));
+                Err(Failed::Timeout(timeout))
+            }
         }
     }
 
     fn error(&self, failed: Failed) -> OnlineError {
         match failed {
-            Failed::Connect(e) => e,
+            Failed::Connect(message) => unavailable(&self.config, message),
             Failed::Protocol(e) => OnlineError::Unavailable {
                 store: STORE.to_owned(),
                 retryable: false,
                 source: format!(
-                    "the server answered out of protocol ({}): {}",
+                    "the server answered out of protocol ({}): {e}",
                     self.config.describe(),
-                    e.0
                 )
                 .into(),
             },
-            other => self.unavailable(format!("command failed: {other}")),
+            other => unavailable(&self.config, format!("command failed: {other}")),
         }
     }
 }
 
-/// Writes `commands` and reads until all their replies are parsed.
-async fn exchange(
-    conn: &mut Conn,
+fn unavailable(config: &RedisConfig, message: String) -> OnlineError {
+    OnlineError::Unavailable {
+        store: STORE.to_owned(),
+        retryable: true,
+        source: format!("{} ({})", message, config.describe()).into(),
+    }
+}
+
+/// A lane's driver: connects, then writes and reads until the lane fails or closes.
+async fn drive(lane: Arc<Lane>, config: Arc<RedisConfig>) {
+    let _close = CloseOnDrop(lane.clone());
+    let why = match open(&config).await {
+        Ok(stream) => run(&lane, stream).await,
+        Err(message) => Failed::Connect(message),
+    };
+    lane.close(why);
+}
+
+/// Sends what the lane's requests queue and hands them their replies; returns why it
+/// stopped.
+async fn run(lane: &Lane, mut stream: TcpStream) -> Failed {
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        let mut sending = Vec::new();
+        loop {
+            {
+                let mut state = lock(&lane.state);
+                if let Some(why) = &state.closed {
+                    return why.clone();
+                }
+                std::mem::swap(&mut state.out, &mut sending);
+            }
+            if sending.is_empty() {
+                lane.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = writer.write_all(&sending).await {
+                return Failed::Io(e.to_string());
+            }
+            sending.clear();
+            if sending.capacity() > KEEP_BUFFER_BYTES {
+                sending = Vec::new();
+            }
+        }
+    };
+    let read = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        // Where the first unanswered request's replies start in `buf`, and those parsed.
+        let mut start = 0;
+        let mut replies = Replies::default();
+        loop {
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(buf.capacity().max(READ_CHUNK));
+            }
+            match reader.read_buf(&mut buf).await {
+                Ok(0) => return Failed::Io("the server closed the connection".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Failed::Io(e.to_string()),
+            }
+            loop {
+                let expected = match lock(&lane.state).waiting.front() {
+                    Some(waiter) => waiter.expected,
+                    None => {
+                        return Failed::Protocol(format!(
+                            "{} bytes arrived that no command asked for",
+                            buf.len() - start
+                        ));
+                    }
+                };
+                match replies.parse_some(&buf[start..], expected) {
+                    Err(e) => return Failed::Protocol(e.0),
+                    Ok(Parse::More) => break,
+                    Ok(Parse::Done) => {
+                        let used = replies.consumed();
+                        let answer = Answer {
+                            buf: buf[start..start + used].to_vec(),
+                            replies: std::mem::take(&mut replies),
+                        };
+                        start += used;
+                        let waiter = {
+                            let mut state = lock(&lane.state);
+                            state.answered = true;
+                            state.waiting.pop_front()
+                        };
+                        if let Some(waiter) = waiter {
+                            // Its request may have given up (timed out, cancelled).
+                            let _ = waiter.reply.send(Ok(answer));
+                        }
+                        if start == buf.len() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Keep only the part of a reply still coming (its parsed part stays valid: the
+            // parser's positions are relative to `start`).
+            if start == buf.len() {
+                buf.clear();
+                if buf.capacity() > KEEP_BUFFER_BYTES {
+                    buf = Vec::with_capacity(READ_CHUNK);
+                }
+            } else {
+                buf.drain(..start);
+            }
+            start = 0;
+        }
+    };
+    tokio::select! {
+        why = write => why,
+        why = read => why,
+    }
+}
+
+/// A new connection: TCP, then `AUTH` and `SELECT` as configured, in one round trip; the
+/// error is the message for [`unavailable`].
+async fn open(c: &RedisConfig) -> Result<TcpStream, String> {
+    let node = &c.nodes[0];
+    let connect = async {
+        let mut stream = TcpStream::connect((node.host.as_str(), node.port))
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let mut hello = Commands::default();
+        if let Some(password) = &c.password {
+            match &c.username {
+                Some(user) => hello
+                    .command(3)
+                    .arg(b"AUTH")
+                    .arg(user.as_bytes())
+                    .arg(password.as_bytes()),
+                None => hello.command(2).arg(b"AUTH").arg(password.as_bytes()),
+            };
+        }
+        if c.db != 0 {
+            hello
+                .command(2)
+                .arg(b"SELECT")
+                .arg(c.db.to_string().as_bytes());
+        }
+        if hello.is_empty() {
+            return Ok(stream);
+        }
+        let mut buf = Vec::with_capacity(256);
+        let replies = handshake(&mut stream, &hello, &mut buf)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        for reply in &replies.replies {
+            if let Reply::Error(range) = reply {
+                // Never echo the password: Redis's messages do not contain it.
+                let message = String::from_utf8_lossy(&buf[range.clone()]);
+                return Err(format!("the server refused the connection: {message}"));
+            }
+        }
+        Ok(stream)
+    };
+    tokio::time::timeout(c.connect_timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "cannot connect: no answer within {:?}",
+                c.connect_timeout
+            ))
+        })
+}
+
+/// Writes the handshake's `commands` and reads until all their replies are parsed.
+async fn handshake(
+    stream: &mut TcpStream,
     commands: &Commands,
-    replies: &mut Replies,
-) -> Result<(), Failed> {
-    conn.buf.clear();
-    conn.stream
+    buf: &mut Vec<u8>,
+) -> Result<Replies, String> {
+    stream
         .write_all(commands.bytes())
         .await
-        .map_err(|e| Failed::Io(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
+    let mut replies = Replies::default();
     loop {
-        if conn.buf.capacity() - conn.buf.len() < 4096 {
-            conn.buf.reserve(conn.buf.capacity().max(16 << 10));
-        }
-        let read = conn
-            .stream
-            .read_buf(&mut conn.buf)
-            .await
-            .map_err(|e| Failed::Io(e.to_string()))?;
+        let read = stream.read_buf(buf).await.map_err(|e| e.to_string())?;
         if read == 0 {
-            return Err(Failed::Io("the server closed the connection".to_owned()));
+            return Err("the server closed the connection".to_owned());
         }
-        match replies.parse(&conn.buf, commands.len()) {
-            Ok(Parse::Done) => return Ok(()),
+        match replies.parse(buf, commands.len()) {
+            Ok(Parse::Done) => return Ok(replies),
             Ok(Parse::More) => {}
-            Err(e) => return Err(Failed::Protocol(e)),
+            Err(e) => return Err(e.0),
         }
     }
 }

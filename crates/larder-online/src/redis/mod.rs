@@ -2,8 +2,8 @@
 //! reads what Larder writes and the reverse.
 //!
 //! Reads send one `HGETALL` or `HMGET` per (view, distinct key) for a whole request in one
-//! round trip: on a standalone server without TLS over a [direct connection](self::direct)
-//! of the request's own, elsewhere over the shared multiplexed connection.
+//! round trip: on a standalone server without TLS over its thread's pipelined
+//! [direct connection](self::direct), elsewhere over the shared multiplexed connection.
 //! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
 //! with the row's event time and writes the view's fields only if the row is not older, so
 //! two writers never race (Feast reads then writes, and skips equal times; Larder lets an
@@ -235,18 +235,18 @@ impl OnlineStore for RedisOnlineStore {
                 for plan in &plans {
                     plan.encode(&mut commands);
                 }
-                let lease = direct.round_trip(&commands).await?;
-                let buf = lease.buf();
-                let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(lease.replies.items.len());
+                let answer = direct.round_trip(&commands).await?;
+                let buf = answer.buf();
+                let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(answer.replies.items.len());
                 values.extend(
-                    lease
+                    answer
                         .replies
                         .items
                         .iter()
                         .map(|r| r.as_ref().map(|r| &buf[r.clone()])),
                 );
-                let mut spans = Vec::with_capacity(lease.replies.replies.len());
-                for reply in &lease.replies.replies {
+                let mut spans = Vec::with_capacity(answer.replies.replies.len());
+                for reply in &answer.replies.replies {
                     match reply {
                         Reply::Array { first, len } => spans.push((*first, *len)),
                         Reply::Error(range) => {

@@ -117,15 +117,22 @@ pub(super) struct Replies {
 pub(super) struct Malformed(pub String);
 
 impl Replies {
-    pub fn clear(&mut self) {
-        self.pos = 0;
-        self.replies.clear();
-        self.items.clear();
+    /// Parses the replies of `buf` from where the last call stopped, until `expected`
+    /// replies are in or the buffer ends inside one; bytes after the last are an error.
+    pub fn parse(&mut self, buf: &[u8], expected: usize) -> Result<Parse, Malformed> {
+        let parse = self.parse_some(buf, expected)?;
+        if parse == Parse::Done && self.pos != buf.len() {
+            return Err(Malformed(format!(
+                "{} bytes after the last expected reply",
+                buf.len() - self.pos
+            )));
+        }
+        Ok(parse)
     }
 
-    /// Parses the replies of `buf` from where the last call stopped, until `expected`
-    /// replies are in or the buffer ends inside one.
-    pub fn parse(&mut self, buf: &[u8], expected: usize) -> Result<Parse, Malformed> {
+    /// [`parse`](Self::parse), leaving any bytes after the last expected reply (the replies
+    /// of later commands) unread: they start at [`consumed`](Self::consumed).
+    pub fn parse_some(&mut self, buf: &[u8], expected: usize) -> Result<Parse, Malformed> {
         while self.replies.len() < expected {
             let items_before = self.items.len();
             match parse_reply(buf, self.pos, &mut self.items)? {
@@ -139,13 +146,12 @@ impl Replies {
                 }
             }
         }
-        if self.pos != buf.len() {
-            return Err(Malformed(format!(
-                "{} bytes after the last expected reply",
-                buf.len() - self.pos
-            )));
-        }
         Ok(Parse::Done)
+    }
+
+    /// The bytes of the replies parsed so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
     }
 }
 
@@ -306,6 +312,27 @@ mod tests {
             assert_eq!(r.parse(REPLIES, 7), Ok(Parse::Done), "cut at {cut}");
             check(&r, REPLIES);
         }
+    }
+
+    /// `parse_some` stops after the replies asked for; the next request's parse starts
+    /// where it stopped.
+    #[test]
+    fn parses_some_replies_and_leaves_the_rest() {
+        let mut first = Replies::default();
+        assert_eq!(first.parse_some(REPLIES, 2), Ok(Parse::Done));
+        assert_eq!(
+            first.replies,
+            vec![Reply::Array { first: 0, len: 3 }, Reply::Scalar]
+        );
+        let rest = &REPLIES[first.consumed()..];
+        assert!(rest.starts_with(b":12\r\n"));
+        let mut second = Replies::default();
+        assert_eq!(second.parse_some(rest, 5), Ok(Parse::Done));
+        assert_eq!(second.consumed(), rest.len());
+        assert_eq!(second.replies[1], Reply::Error(6..18));
+        assert_eq!(&rest[6..18], b"WRONGTYPE no");
+        // Bytes after the expected replies are an error only for `parse`.
+        assert!(Replies::default().parse(REPLIES, 2).is_err());
     }
 
     #[test]

@@ -538,27 +538,22 @@ async fn reads_survive_the_server_closing_idle_connections() {
     }
 }
 
-/// A pooled read connection is reused only by the thread that opened it (the feature
-/// server's workers each run their own runtime, which drives the sockets it opened): a
-/// read on another thread opens its own, and the first thread keeps reusing its one.
+/// Each reading thread has its own read connection (the feature server's workers each run
+/// their own runtime, which drives the sockets it opened): a read on another thread opens
+/// its own, which closes when that thread's runtime shuts down, and the first thread keeps
+/// reusing its one.
 #[test]
 fn read_connections_stay_with_the_thread_that_opened_them() {
     let Some(own) = own_server() else {
         return;
     };
     let port = own.port;
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let store = Arc::new(RedisOnlineStore::new(RedisConfig::standalone(
         "127.0.0.1",
         port,
     )));
     let t = view("v", &["f"]);
-    let here = runtime();
+    let here = current_thread_runtime();
     here.block_on(write(
         store.as_ref(),
         &t,
@@ -567,47 +562,124 @@ fn read_connections_stay_with_the_thread_that_opened_them() {
     let check = |got: &arrow::array::RecordBatch, who: &str| {
         assert_eq!(value(got, 0, 0), Some(Value::int64(7)), "{who}");
     };
-    // Writes go over the shared multiplexed connection; count the clients from here on.
+    // Writes go over the shared multiplexed connection; count connections from here on.
+    let opened = || info_number(port, "stats", "total_connections_received");
     let clients = || info_number(port, "clients", "connected_clients");
-    let before = clients();
+    let (opened_before, clients_before) = (opened(), clients());
     check(
         &here.block_on(read(store.as_ref(), &t, &[1], &["f"])),
         "first thread",
     );
     let other = {
         let (store, t) = (store.clone(), t.clone());
-        std::thread::spawn(move || runtime().block_on(read(store.as_ref(), &t, &[1], &["f"])))
-            .join()
-            .unwrap()
+        std::thread::spawn(move || {
+            current_thread_runtime().block_on(read(store.as_ref(), &t, &[1], &["f"]))
+        })
+        .join()
+        .unwrap()
     };
     check(&other, "second thread");
     check(
         &here.block_on(read(store.as_ref(), &t, &[1], &["f"])),
         "first thread again",
     );
-    // One connection per reading thread (redis-cli's own, counted in both, cancels out).
-    assert_eq!(clients(), before + 2);
+    // One connection per reading thread, and redis-cli's for the client count and this one.
+    assert_eq!(opened(), opened_before + 2 + 2);
+    // The second thread's closed with its runtime (redis-cli's own counts in both).
+    wait_for("the second thread's connection to close", || {
+        clients() == clients_before + 1
+    });
 }
 
-/// Connections a burst of concurrent reads opened stay pooled: the next burst of the same
-/// size opens none.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A thread whose runtime shut down, with the connection it drove, reads again on its next
+/// runtime (over a new connection).
+#[test]
+fn a_thread_reads_again_on_a_new_runtime() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", own.port));
+    let t = view("v", &["f"]);
+    current_thread_runtime().block_on(write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]));
+    for round in 0..3 {
+        let runtime = current_thread_runtime();
+        let got = runtime.block_on(read(&store, &t, &[1], &["f"]));
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)), "round {round}");
+    }
+}
+
+/// Concurrent reads on one thread share its one connection, pipelined: a burst of 64 opens
+/// one, and the next burst none.
 #[tokio::test]
-async fn a_burst_of_reads_keeps_the_connections_it_opened() {
+async fn concurrent_reads_on_a_thread_share_one_connection() {
     let Some((own, store, t)) = own_store_with_one_row().await else {
         return;
     };
     let port = own.port;
     let opened = || info_number(port, "stats", "total_connections_received");
-    let burst = || futures::future::join_all((0..64).map(|_| read(&store, &t, &[1], &["f"])));
-    for got in burst().await {
-        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
-    }
+    let burst = || {
+        futures::future::join_all((0..64i64).map(|i| {
+            let (store, t) = (&store, &t);
+            async move { (i, read(store, t, &[1, i + 2, 1], &["f"]).await) }
+        }))
+    };
     let before = opened();
-    for got in burst().await {
-        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
+    for (i, got) in burst().await {
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)), "read {i}");
+        assert_eq!(ts(&got, 1), None, "read {i}");
+        assert_eq!(value(&got, 0, 2), Some(Value::int64(7)), "read {i}");
     }
-    // redis-cli's own connection for the count is the one more.
-    assert_eq!(opened(), before + 1, "the second burst opened connections");
+    // redis-cli's own connection for the first count is the one more.
+    assert_eq!(opened(), before + 2, "the first burst");
+    for (i, got) in burst().await {
+        assert_eq!(value(&got, 0, 0), Some(Value::int64(7)), "read {i}");
+    }
+    assert_eq!(opened(), before + 3, "the second burst");
+}
+
+/// A read that gets no answer within `socket_timeout` fails saying so, and drops its
+/// connection: the next read, once the server answers again, goes over a new one.
+#[tokio::test]
+async fn a_read_without_an_answer_in_time_fails_and_the_next_reconnects() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let port = own.port;
+    let mut config = RedisConfig::standalone("127.0.0.1", port);
+    config.response_timeout = Duration::from_millis(300);
+    let store = RedisOnlineStore::new(config);
+    let t = view("v", &["f"]);
+    write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]).await;
+    assert_eq!(
+        value(&read(&store, &t, &[1], &["f"]).await, 0, 0),
+        Some(Value::int64(7))
+    );
+    let opened = || info_number(port, "stats", "total_connections_received");
+    let before = opened();
+    // The server answers no client for 1 s from now.
+    let paused = Instant::now();
+    assert_eq!(cli(port, &["CLIENT", "PAUSE", "1000", "ALL"]).trim(), "OK");
+    let err = store
+        .read(&t, &[key(1).as_slice()], &["f"])
+        .await
+        .expect_err("a read while the server is paused");
+    let message = err.to_string();
+    assert!(message.contains("no answer within 300ms"), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    tokio::time::sleep(Duration::from_millis(1100).saturating_sub(paused.elapsed())).await;
+    assert_eq!(
+        value(&read(&store, &t, &[1], &["f"]).await, 0, 0),
+        Some(Value::int64(7))
+    );
+    // The pausing redis-cli, the first count's, and the new connection.
+    assert_eq!(opened(), before + 3);
 }
 
 /// Reads and writes both go to `db=N`: what one writes the other finds, and database 0
