@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use larder_online::{
@@ -860,5 +860,59 @@ async fn reads_between_writes_let_the_wal_start_over() {
     let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
     // The writer checkpoints at 8192 pages (1 KiB each, plus a 24-byte frame header); 150
     // rounds write about four times that.
+    assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
+}
+
+/// Reads on other threads all along, each short read reusing its snapshot, see every write
+/// of this process once it returned, and do not keep the WAL from starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_see_each_write_and_let_the_wal_start_over() {
+    let (_dir, path, store, t, _name) = file_store("v", &["f"]);
+    let store = Arc::new(store);
+    let wide = Some(Value::string("x".repeat(1000)));
+    let ids: Vec<i64> = (0..200).collect();
+    let rows = |round: i64| -> Vec<Row> {
+        ids.iter()
+            .map(|&id| (id, round, vec![wide.clone()]))
+            .collect()
+    };
+    write(&*store, &t, &rows(1)).await;
+    let done = Arc::new(AtomicBool::new(false));
+    // The last round whose write has returned.
+    let written = Arc::new(AtomicI64::new(1));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (store, t) = (store.clone(), t.clone());
+            let (done, written) = (done.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let before = written.load(Ordering::SeqCst);
+                    let got = read(&*store, &t, &[7, 150], &["f"]).await;
+                    for row in 0..2 {
+                        let seen = ts(&got, row).expect("the key was written");
+                        assert!(
+                            seen >= before,
+                            "reader {reader}: a read begun after round {before} was written saw \
+                             round {seen}"
+                        );
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 2..=150 {
+        write(&*store, &t, &rows(round)).await;
+        written.store(round, Ordering::SeqCst);
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.await.expect("reader") > 0, "a reader never read");
+    }
+    let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+    // As in `reads_between_writes_let_the_wal_start_over`: about four checkpoints' worth was
+    // written.
     assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
 }
