@@ -285,13 +285,17 @@ fn unavailable(config: &RedisConfig, message: String) -> OnlineError {
 }
 
 /// A lane's driver: connects, then writes and reads until the lane fails or closes.
-async fn drive(lane: Arc<Lane>, config: Arc<RedisConfig>) {
-    let _close = CloseOnDrop(lane.clone());
-    let why = match open(&config).await {
-        Ok(stream) => run(&lane, stream).await,
-        Err(message) => Failed::Connect(message),
-    };
-    lane.close(why);
+fn drive(lane: Arc<Lane>, config: Arc<RedisConfig>) -> impl Future<Output = ()> + Send {
+    // Made before the task first runs: a task its runtime drops unpolled closes the lane too.
+    let close = CloseOnDrop(lane.clone());
+    async move {
+        let _close = close;
+        let why = match open(&config).await {
+            Ok(stream) => run(&lane, stream).await,
+            Err(message) => Failed::Connect(message),
+        };
+        lane.close(why);
+    }
 }
 
 /// Sends what the lane's requests queue and hands them their replies; returns why it

@@ -615,6 +615,36 @@ fn a_thread_reads_again_on_a_new_runtime() {
     }
 }
 
+/// A runtime shut down before the task of a connection it opened ever ran (a read queued,
+/// then abandoned) leaves no connection without a task: the thread's next read, on a new
+/// runtime, is answered at once instead of waiting out `socket_timeout`.
+#[test]
+fn a_connection_whose_task_never_ran_is_not_reused() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let mut config = RedisConfig::standalone("127.0.0.1", own.port);
+    config.response_timeout = Duration::from_secs(30);
+    let store = RedisOnlineStore::new(config);
+    let t = view("v", &["f"]);
+    current_thread_runtime().block_on(write(&store, &t, &[(1, 5, vec![Some(Value::int64(7))])]));
+    let key = key(1);
+    let keys = [key.as_slice()];
+    current_thread_runtime().block_on(async {
+        let mut abandoned = std::pin::pin!(store.read(&t, &keys, &["f"]));
+        // Queues the command and spawns the connection's task, which never runs.
+        assert!(futures::poll!(abandoned.as_mut()).is_pending());
+    });
+    let started = Instant::now();
+    let got = current_thread_runtime().block_on(read(&store, &t, &[1], &["f"]));
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(7)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the read took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Concurrent reads on one thread share its one connection, pipelined: a burst of 64 opens
 /// one, and the next burst none.
 #[tokio::test]
