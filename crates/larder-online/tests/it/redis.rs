@@ -518,7 +518,7 @@ fn info_number(port: u16, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
 }
 
-/// Reads reuse pooled connections; when the server has closed them meanwhile (its
+/// Reads reuse their thread's connection; when the server has closed it meanwhile (its
 /// `timeout`, a restart, `CLIENT KILL`), the next read reconnects instead of failing.
 #[tokio::test]
 async fn reads_survive_the_server_closing_idle_connections() {
