@@ -211,6 +211,19 @@ def main():
         bf.write_requests()
     R = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
          "env": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}", "args": vars(args)}
+    # Redis is part of the system under test in every run here (both tools' reads and writes
+    # are its work), so its CPU counts as the run's own, as in the peer's own benchmark:
+    # otherwise the quiet-machine gate sees a busy Redis as foreign load, retries, and keeps
+    # the attempt in which Redis did the least, that is the slowest one.
+    redis = bf.Redis()
+    redis.start()
+    try:
+        run(args, R)
+    finally:
+        redis.stop()
+
+
+def run(args, R):
     repo = larder_redis_repo()
     if "materialize" not in args.skip:
         R["materialize"] = materialize(repo, args.reps, not args.no_feast)
