@@ -314,6 +314,12 @@ async fn run(lane: &Lane, mut stream: TcpStream) -> Failed {
             }
             if sending.is_empty() {
                 lane.wake.notified().await;
+                // Once more round the runtime before sending: it polls its sockets, and
+                // requests that arrived meanwhile queue their commands for this write too.
+                // Fewer, larger writes cost Redis less per request (`bench/redis`, 1 entity,
+                // Redis CPU per request: 6.9 -> 6.1 us at c=8, 3.3 -> 2.9 us at c=64;
+                // requests/s unchanged within the runs' noise).
+                tokio::task::yield_now().await;
                 continue;
             }
             if let Err(e) = writer.write_all(&sending).await {
