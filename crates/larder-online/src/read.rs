@@ -113,6 +113,12 @@ impl<'f> FeatureSlots<'f> {
         &self.names
     }
 
+    /// For each requested column, the slot it reads; `None` when that is the column's own
+    /// position (no name was requested twice).
+    pub fn column_slots(&self) -> Option<&[usize]> {
+        (self.names.len() != self.column_slot.len()).then_some(&self.column_slot[..])
+    }
+
     /// Like [`find`](Self::find), trying slot `*hint` first and leaving the next slot in
     /// it: stored rows list features in view order, usually the requested order too, so a
     /// scan of a row mostly hits on the first comparison.

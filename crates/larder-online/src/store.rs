@@ -3,8 +3,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use async_trait::async_trait;
 
 use crate::error::OnlineError;
@@ -144,6 +144,24 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
         Ok(out)
     }
 
+    /// Reads like [`read_many`](OnlineStore::read_many), handing each stored row to `visit`
+    /// instead of building record batches: `visit(request, key, row)` for every key found,
+    /// `key` being its position in that request's `keys`, `row.values` the stored bytes of
+    /// each of the request's `features` in that order (`None` as a null cell of `read`).
+    /// Keys not found are not visited. A visitor error ends the read and is returned.
+    ///
+    /// The online serving path reads this way: it decodes values straight from the store's
+    /// reply. The default reads the batches of `read_many` and walks them; backends whose
+    /// replies can be walked in place override it.
+    async fn read_rows(
+        &self,
+        requests: &[ReadRequest<'_>],
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), OnlineError> {
+        let batches = self.read_many(requests).await?;
+        visit_batches(requests, &batches, visit)
+    }
+
     /// Whether a read of many keys is worth splitting over two threads right now: the store
     /// reads in this process (CPU work, no network round trip to save) and no other read
     /// is running (under concurrent reads the cores are busy anyway and the hand-off is pure
@@ -177,6 +195,79 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
 /// See [`OnlineStore::write_order`].
 pub type WriteOrderFn = fn(&[u8]) -> [u8; 8];
+
+/// A stored row handed to a [`OnlineStore::read_rows`] visitor.
+#[derive(Clone, Copy, Debug)]
+pub struct FoundRow<'a> {
+    /// The row's event time, µs since the epoch.
+    pub event_ts: i64,
+    /// Per requested feature, in request order: the stored `feast.types.Value` bytes, `None`
+    /// when the feature is missing from the row.
+    pub values: &'a [Option<&'a [u8]>],
+}
+
+/// The visitor of [`OnlineStore::read_rows`]: `(request, key position, row)`.
+pub type RowVisitor<'v> =
+    dyn FnMut(usize, usize, FoundRow<'_>) -> Result<(), OnlineError> + Send + 'v;
+
+/// Hands the found rows of `batches` (one per request, as [`OnlineStore::read_many`]
+/// returns them) to `visit`.
+pub fn visit_batches(
+    requests: &[ReadRequest<'_>],
+    batches: &[RecordBatch],
+    visit: &mut RowVisitor<'_>,
+) -> Result<(), OnlineError> {
+    if batches.len() != requests.len() {
+        return Err(OnlineError::internal(format!(
+            "{} views read returned {} results",
+            requests.len(),
+            batches.len()
+        )));
+    }
+    let mut values: Vec<Option<&[u8]>> = Vec::new();
+    for (r, (request, batch)) in requests.iter().zip(batches).enumerate() {
+        let shape_error = || {
+            OnlineError::internal(format!(
+                "the read of view `{}` returned {} rows and {} columns, expected {} and {}",
+                request.table.view,
+                batch.num_rows(),
+                batch.num_columns(),
+                request.keys.len(),
+                request.features.len() + 1
+            ))
+        };
+        if batch.num_rows() != request.keys.len()
+            || batch.num_columns() != request.features.len() + 1
+        {
+            return Err(shape_error());
+        }
+        let event_ts = batch
+            .column(0)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(shape_error)?;
+        let columns = batch.columns()[1..]
+            .iter()
+            .map(|c| c.as_binary_opt::<i32>().ok_or_else(shape_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in 0..batch.num_rows() {
+            if event_ts.is_null(key) {
+                continue;
+            }
+            values.clear();
+            values.extend(
+                columns
+                    .iter()
+                    .map(|c| c.is_valid(key).then(|| c.value(key))),
+            );
+            let row = FoundRow {
+                event_ts: event_ts.value(key),
+                values: &values,
+            };
+            visit(r, key, row)?;
+        }
+    }
+    Ok(())
+}
 
 /// The schema of a write batch for `features` (with the optional `created_ts` column).
 pub fn write_schema(features: &[&str]) -> SchemaRef {

@@ -32,7 +32,7 @@ use self::resp::{Commands, Reply};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
-use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable};
+use crate::store::{FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable};
 
 /// Rows per `EVALSHA` on a standalone or sentinel deployment (one script call upserts this
 /// many keys; a cluster sends one key per call, since a script's keys must share a slot).
@@ -124,6 +124,68 @@ impl RedisOnlineStore {
     async fn upsert_round(&self, pipe: redis::Pipeline) -> Result<u64, OnlineError> {
         let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &pipe).await?;
         Ok(counts.iter().sum())
+    }
+
+    /// Sends the commands of `plans` in one round trip and hands their replies to
+    /// `consume`: every value (`None` for a nil), and per reply its `(first, len)` in them,
+    /// in the order the plans sent their commands.
+    async fn with_replies<T>(
+        &self,
+        plans: &[ReadPlan<'_>],
+        consume: impl FnOnce(&[Option<&[u8]>], &[(usize, usize)]) -> Result<T, OnlineError> + Send,
+    ) -> Result<T, OnlineError> {
+        match &self.direct {
+            Some(direct) => {
+                let mut commands = Commands::with_capacity(plans.iter().map(ReadPlan::bytes).sum());
+                for plan in plans {
+                    plan.encode(&mut commands);
+                }
+                let answer = direct.round_trip(&commands).await?;
+                let buf = answer.buf();
+                let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(answer.replies.items.len());
+                values.extend(
+                    answer
+                        .replies
+                        .items
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| &buf[r.clone()])),
+                );
+                let mut spans = Vec::with_capacity(answer.replies.replies.len());
+                for reply in &answer.replies.replies {
+                    match reply {
+                        Reply::Array { first, len } => spans.push((*first, *len)),
+                        Reply::Error(range) => {
+                            return Err(OnlineError::Corrupt {
+                                message: format!(
+                                    "reading an entity's hash failed: {}",
+                                    String::from_utf8_lossy(&buf[range.clone()])
+                                ),
+                            });
+                        }
+                        other => {
+                            return Err(OnlineError::internal(format!(
+                                "a hash read answered {other:?}, not an array"
+                            )));
+                        }
+                    }
+                }
+                consume(&values, &spans)
+            }
+            None => {
+                let mut pipe = redis::pipe();
+                for plan in plans {
+                    plan.pipeline(&mut pipe);
+                }
+                let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&pipe).await?;
+                let mut values: Vec<Option<&[u8]>> = Vec::new();
+                let mut spans = Vec::with_capacity(replies.len());
+                for reply in &replies {
+                    spans.push((values.len(), reply.len()));
+                    values.extend(reply.iter().map(|v| v.as_deref()));
+                }
+                consume(&values, &spans)
+            }
+        }
     }
 
     /// Deletes `table`'s fields from every key of its project.
@@ -229,58 +291,50 @@ impl OnlineStore for RedisOnlineStore {
         requests: &[ReadRequest<'_>],
     ) -> Result<Vec<RecordBatch>, OnlineError> {
         let plans: Vec<ReadPlan<'_>> = requests.iter().map(ReadPlan::new).collect();
-        match &self.direct {
-            Some(direct) => {
-                let mut commands = Commands::with_capacity(plans.iter().map(ReadPlan::bytes).sum());
-                for plan in &plans {
-                    plan.encode(&mut commands);
+        let mut builders: Vec<ReadBatchBuilder> = requests
+            .iter()
+            .zip(&plans)
+            .map(|(r, p)| ReadBatchBuilder::new(&p.slots, r.features, r.keys.len()))
+            .collect();
+        self.with_replies(&plans, |values, spans| {
+            // Keys are walked in request order, so each builder's rows follow its keys.
+            walk(requests, &plans, values, spans, |r, _, found| {
+                match found {
+                    Some((ts, values)) => builders[r].push_found(ts, values),
+                    None => builders[r].push_missing(),
                 }
-                let answer = direct.round_trip(&commands).await?;
-                let buf = answer.buf();
-                let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(answer.replies.items.len());
-                values.extend(
-                    answer
-                        .replies
-                        .items
-                        .iter()
-                        .map(|r| r.as_ref().map(|r| &buf[r.clone()])),
-                );
-                let mut spans = Vec::with_capacity(answer.replies.replies.len());
-                for reply in &answer.replies.replies {
-                    match reply {
-                        Reply::Array { first, len } => spans.push((*first, *len)),
-                        Reply::Error(range) => {
-                            return Err(OnlineError::Corrupt {
-                                message: format!(
-                                    "reading an entity's hash failed: {}",
-                                    String::from_utf8_lossy(&buf[range.clone()])
-                                ),
-                            });
-                        }
-                        other => {
-                            return Err(OnlineError::internal(format!(
-                                "a hash read answered {other:?}, not an array"
-                            )));
-                        }
+                Ok(())
+            })
+        })
+        .await?;
+        builders.into_iter().map(ReadBatchBuilder::finish).collect()
+    }
+
+    async fn read_rows(
+        &self,
+        requests: &[ReadRequest<'_>],
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), OnlineError> {
+        let plans: Vec<ReadPlan<'_>> = requests.iter().map(ReadPlan::new).collect();
+        self.with_replies(&plans, |values, spans| {
+            let mut by_column = Vec::new();
+            walk(requests, &plans, values, spans, |r, key, found| {
+                let Some((event_ts, values)) = found else {
+                    return Ok(());
+                };
+                // Values come by distinct feature; the visitor wants them by request column.
+                let values = match plans[r].slots.column_slots() {
+                    None => values,
+                    Some(slots) => {
+                        by_column.clear();
+                        by_column.extend(slots.iter().map(|&slot| values[slot]));
+                        &by_column[..]
                     }
-                }
-                assemble(requests, &plans, &values, &spans)
-            }
-            None => {
-                let mut pipe = redis::pipe();
-                for plan in &plans {
-                    plan.pipeline(&mut pipe);
-                }
-                let replies: Vec<Vec<Option<Vec<u8>>>> = self.conn.run(&pipe).await?;
-                let mut values: Vec<Option<&[u8]>> = Vec::new();
-                let mut spans = Vec::with_capacity(replies.len());
-                for reply in &replies {
-                    spans.push((values.len(), reply.len()));
-                    values.extend(reply.iter().map(|v| v.as_deref()));
-                }
-                assemble(requests, &plans, &values, &spans)
-            }
-        }
+                };
+                visit(r, key, FoundRow { event_ts, values })
+            })
+        })
+        .await
     }
 
     async fn update_infra(
@@ -432,16 +486,18 @@ impl<'a> ReadPlan<'a> {
 }
 
 /// A stored row: its event time and its values by feature slot.
-type Found<'v> = (i64, &'v [Option<&'v [u8]>]);
+type Found<'r, 'v> = (i64, &'r [Option<&'v [u8]>]);
 
-/// The batches of `requests` from their replies: `spans[i]` is reply `i`'s
-/// `(first, len)` in `values`, the replies in the order the plans sent them.
-fn assemble(
+/// Walks the replies to `plans` (`spans[i]` is reply `i`'s `(first, len)` in `values`, the
+/// replies in the order the plans sent them): `row(request, key position, found)` for every
+/// key of every request, in request order, `None` for a key not found.
+fn walk<'v>(
     requests: &[ReadRequest<'_>],
     plans: &[ReadPlan<'_>],
-    values: &[Option<&[u8]>],
+    values: &[Option<&'v [u8]>],
     spans: &[(usize, usize)],
-) -> Result<Vec<RecordBatch>, OnlineError> {
+    mut row: impl FnMut(usize, usize, Option<Found<'_, 'v>>) -> Result<(), OnlineError>,
+) -> Result<(), OnlineError> {
     let sent: usize = plans.iter().map(|p| p.index.unique().len()).sum();
     if spans.len() != sent {
         return Err(OnlineError::internal(format!(
@@ -450,38 +506,33 @@ fn assemble(
         )));
     }
     let mut replies = spans.iter();
-    let mut out = Vec::with_capacity(requests.len());
-    for (request, plan) in requests.iter().zip(plans) {
+    let mut picked: Vec<Option<&'v [u8]>> = Vec::new();
+    let mut found: Vec<Option<i64>> = Vec::new();
+    for (r, (request, plan)) in requests.iter().zip(plans).enumerate() {
         let n = plan.slots.len();
         let keys = plan.index.unique().len();
         // Per distinct key: its values by feature slot, then its `_ts`.
-        let mut picked: Vec<Option<&[u8]>> = Vec::with_capacity(keys * (n + 1));
+        picked.clear();
+        picked.reserve(keys * (n + 1));
         for &(first, len) in replies.by_ref().take(keys) {
             plan.pick(&values[first..first + len], &mut picked)?;
         }
-        let mut found: Vec<Option<Found<'_>>> = Vec::with_capacity(keys);
-        for row in picked.chunks_exact(n + 1) {
-            found.push(match row[n] {
+        found.clear();
+        for cells in picked.chunks_exact(n + 1) {
+            found.push(match cells[n] {
                 None => None,
-                Some(ts) => {
-                    let micros = decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
-                        message: format!(
-                            "field `_ts:{}` of a redis hash is not a protobuf timestamp",
-                            request.table.view
-                        ),
-                    })?;
-                    Some((micros, &row[..n]))
-                }
+                Some(ts) => Some(decode_ts(ts).ok_or_else(|| OnlineError::Corrupt {
+                    message: format!(
+                        "field `_ts:{}` of a redis hash is not a protobuf timestamp",
+                        request.table.view
+                    ),
+                })?),
             });
         }
-        let mut builder = ReadBatchBuilder::new(&plan.slots, request.features, request.keys.len());
-        for &slot in plan.index.slots() {
-            match found[slot] {
-                Some((ts, values)) => builder.push_found(ts, values),
-                None => builder.push_missing(),
-            }
+        for (key, &slot) in plan.index.slots().iter().enumerate() {
+            let stored = found[slot].map(|ts| (ts, &picked[slot * (n + 1)..slot * (n + 1) + n]));
+            row(r, key, stored)?;
         }
-        out.push(builder.finish()?);
     }
-    Ok(out)
+    Ok(())
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
-use larder_online::{OnlineError, OnlineStore, ReadRequest, ViewTable, write_schema};
+use larder_online::{FoundRow, OnlineError, OnlineStore, ReadRequest, ViewTable, write_schema};
 use larder_types::feast::{EntityKey, KeyVersion, Value, serialize_entity_key};
 
 /// A store under test and whatever must live as long as it (a temporary folder).
@@ -48,6 +48,7 @@ macro_rules! online_store_conformance {
             concurrent_writers_keep_the_newest,
             read_many_views,
             read_many_equals_reads_at_every_size,
+            read_rows_visits_what_read_many_reads,
             update_infra_is_idempotent_and_drops,
             teardown_is_idempotent,
             bad_batch_schema_names_the_column,
@@ -520,6 +521,105 @@ pub async fn read_many_equals_reads_at_every_size(store: Arc<dyn OnlineStore>) {
             assert_eq!(ts(&many[2], row), Some(3_000 + id));
         }
     }
+}
+
+/// One visit of `read_rows`: request, key position, event time, cells.
+type Visit = (usize, usize, i64, Vec<Option<Vec<u8>>>);
+
+/// `read_rows` visits exactly the found rows of `read_many`, with the same cells, in
+/// request column order (a name requested twice included); a visitor error ends the read.
+pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) {
+    let a = view("a", &["x", "y", "z"]);
+    let b = ViewTable::new(a.project.clone(), "b", ["w"]);
+    // Even ids in `a` (`y` missing from id 4's row), ids divisible by 3 in `b`; the empty
+    // cell of id 2 is a written null.
+    let a_rows: Vec<Row> = (0..40)
+        .filter(|id| id % 2 == 0)
+        .map(|id| {
+            (
+                id,
+                100 + id,
+                vec![i(id), (id != 4).then(|| Value::int64(-id)), s("z")],
+            )
+        })
+        .collect();
+    let mut a_rows = a_rows;
+    a_rows[1].2[2] = Some(Value::default());
+    write(&*store, &a, &a_rows).await;
+    let b_rows: Vec<Row> = (0..40)
+        .filter(|id| id % 3 == 0)
+        .map(|id| (id, 200 + id, vec![i(id * 7)]))
+        .collect();
+    write(&*store, &b, &b_rows).await;
+
+    let ids: Vec<i64> = vec![4, 1, 2, 4, 6, 999, 0, 9, 2];
+    let keys: Vec<Vec<u8>> = ids.iter().map(|&id| key(id)).collect();
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let requests = [
+        ReadRequest {
+            table: &a,
+            keys: &keys,
+            features: &["z", "x", "y", "x"],
+        },
+        ReadRequest {
+            table: &b,
+            keys: &keys[2..],
+            features: &["w"],
+        },
+    ];
+    let batches = store.read_many(&requests).await.expect("read_many");
+    let mut expected: Vec<Visit> = Vec::new();
+    for (r, (request, batch)) in requests.iter().zip(&batches).enumerate() {
+        for k in 0..request.keys.len() {
+            if let Some(t) = ts(batch, k) {
+                let cells = (0..request.features.len()).map(|c| cell(batch, c, k));
+                expected.push((r, k, t, cells.collect()));
+            }
+        }
+    }
+    assert_eq!(expected.len(), 6 + 3, "the found keys of both views");
+
+    let mut visits: Vec<Visit> = Vec::new();
+    let mut visit = |r: usize, k: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
+        let cells = row.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+        visits.push((r, k, row.event_ts, cells));
+        Ok(())
+    };
+    store
+        .read_rows(&requests, &mut visit)
+        .await
+        .expect("read_rows");
+    visits.sort_by_key(|v| (v.0, v.1));
+    assert_eq!(visits, expected);
+    // Spot checks against what was written: id 4 lacks `y`, id 2's `z` is a written null.
+    let id4 = &visits[0];
+    assert_eq!((id4.1, id4.2), (0, 104));
+    assert_eq!(id4.3[2], None, "`y` is missing from id 4's row");
+    assert_eq!(id4.3[1].as_deref(), Some(&Value::int64(4).to_bytes()[..]));
+    assert_eq!(id4.3[3], id4.3[1], "`x` requested twice");
+    let id2 = visits
+        .iter()
+        .find(|v| v.0 == 0 && v.1 == 2)
+        .expect("id 2 read");
+    assert_eq!(
+        id2.3[0].as_deref(),
+        Some(&[][..]),
+        "a written null is an empty cell"
+    );
+
+    let mut calls = 0;
+    let mut failing = |_: usize, _: usize, _: FoundRow<'_>| -> Result<(), OnlineError> {
+        calls += 1;
+        Err(OnlineError::Corrupt {
+            message: "the visitor refused".into(),
+        })
+    };
+    let err = store
+        .read_rows(&requests, &mut failing)
+        .await
+        .expect_err("a visitor error ends the read");
+    assert!(err.to_string().contains("the visitor refused"), "{err}");
+    assert_eq!(calls, 1, "no visit after the error");
 }
 
 pub async fn update_infra_is_idempotent_and_drops(store: Arc<dyn OnlineStore>) {

@@ -4,11 +4,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::array::ArrayRef;
 use chrono::{DateTime, Utc};
 use larder_online::read::KeyIndex;
-use larder_online::{OnlineError, OnlineStore, ReadRequest};
+use larder_online::{FoundRow, OnlineError, OnlineStore, ReadRequest};
 use larder_types::ValueType;
 use larder_types::feast::{
     ByteRows, KeyVersion, Value, array_from_values, coerce_entity_value,
@@ -302,17 +301,40 @@ async fn read_part(
             features,
         })
         .collect();
-    let batches = store.read_many(&requests).await?;
-    if batches.len() != plan.views.len() {
-        return Err(internal(format!(
-            "read_many returned {} results for {} views",
-            batches.len(),
-            plan.views.len()
-        )));
-    }
+    // Per view, per distinct key, per feature: the cell, row-major; a key the store does
+    // not visit stays not found.
+    let mut cells: Vec<Vec<Cell>> = plan
+        .views
+        .iter()
+        .zip(&indexes)
+        .map(|(view, index)| vec![Cell::not_found(); index.unique().len() * view.features.len()])
+        .collect();
+    let mut visit = |r: usize, key: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
+        let (Some(view), Some(out)) = (plan.views.get(r), cells.get_mut(r)) else {
+            return Err(OnlineError::Internal {
+                message: format!("a read of {} views visited view {r}", plan.views.len()),
+            });
+        };
+        let n = view.features.len();
+        let out = out.get_mut(key * n..(key + 1) * n);
+        let Some(out) = out.filter(|_| row.values.len() == n) else {
+            return Err(OnlineError::Internal {
+                message: format!(
+                    "the read of view `{}` visited key {key} with {} values, expected {n}",
+                    view.table.view,
+                    row.values.len()
+                ),
+            });
+        };
+        for ((cell, bytes), feature) in out.iter_mut().zip(row.values).zip(&view.features) {
+            *cell = Cell::stored(view, feature, row.event_ts, *bytes, now)?;
+        }
+        Ok(())
+    };
+    store.read_rows(&requests, &mut visit).await?;
     let mut columns = Vec::with_capacity(features.iter().map(Vec::len).sum());
-    for ((view, index), batch) in plan.views.iter().zip(&indexes).zip(&batches) {
-        assemble_view(view, index, batch, now, capacity, &mut columns)?;
+    for ((view, index), cells) in plan.views.iter().zip(&indexes).zip(cells) {
+        assemble_view(view, index, cells, capacity, &mut columns);
     }
     Ok(columns)
 }
@@ -375,124 +397,100 @@ fn locate_key_columns(plan: &OnlinePlan, entities: &EntityColumns) -> Result<Vec
         .collect()
 }
 
-/// Appends one column per requested feature of `view`, fanning the read rows (one per
-/// distinct key) back out to the entity rows.
+/// One read cell: the value, its status and its event time.
+#[derive(Clone, Debug)]
+struct Cell {
+    value: Value,
+    status: FieldStatus,
+    event_ts: i64,
+}
+
+impl Cell {
+    fn not_found() -> Self {
+        Cell {
+            value: Value::default(),
+            status: FieldStatus::NotFound,
+            event_ts: 0,
+        }
+    }
+
+    /// The cell of a stored row's `bytes` for `feature` (`None`: missing from the row).
+    fn stored(
+        view: &PlanView,
+        feature: &str,
+        event_ts: i64,
+        bytes: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Self, OnlineError> {
+        let Some(bytes) = bytes else {
+            return Ok(Cell::not_found());
+        };
+        let null = Cell {
+            value: Value::default(),
+            status: FieldStatus::NullValue,
+            event_ts,
+        };
+        if bytes.is_empty() {
+            return Ok(null);
+        }
+        let value = Value::from_bytes(bytes).map_err(|e| OnlineError::Corrupt {
+            message: format!(
+                "feature `{}:{feature}` holds bytes that are not a feast.types.Value: {e}",
+                view.table.view
+            ),
+        })?;
+        if value.is_null() {
+            return Ok(null);
+        }
+        let outside = view.ttl_micros > 0 && now.saturating_sub(event_ts) > view.ttl_micros;
+        let status = if outside {
+            FieldStatus::OutsideMaxAge
+        } else {
+            FieldStatus::Present
+        };
+        Ok(Cell {
+            value,
+            status,
+            event_ts,
+        })
+    }
+}
+
+/// Appends one column per requested feature of `view`, fanning the cells read (row-major,
+/// one row per distinct key) back out to the entity rows.
 fn assemble_view(
     view: &PlanView,
     index: &KeyIndex<'_>,
-    batch: &RecordBatch,
-    now: i64,
+    mut cells: Vec<Cell>,
     capacity: usize,
     columns: &mut Vec<(String, FeatureVector)>,
-) -> Result<(), Error> {
+) {
+    let n = view.features.len();
     let unique = index.unique().len();
-    if batch.num_rows() != unique || batch.num_columns() != view.features.len() + 1 {
-        return Err(internal(format!(
-            "the read of view `{}` returned {} rows and {} columns, expected {unique} and {}",
-            view.table.view,
-            batch.num_rows(),
-            batch.num_columns(),
-            view.features.len() + 1
-        )));
-    }
-    let event_ts = batch
-        .column(0)
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or_else(|| {
-            internal(format!(
-                "the read of view `{}` has no µs event times",
-                view.table.view
-            ))
-        })?;
     let slots = index.slots();
     let mut uses = vec![0u32; unique];
     for &slot in slots {
         uses[slot] += 1;
     }
-    let mut left = Vec::with_capacity(unique);
-    let mut cells: Vec<(Value, FieldStatus, i64)> = Vec::with_capacity(unique);
-    for (f, (feature, output)) in view.features.iter().zip(&view.outputs).enumerate() {
-        let column: &BinaryArray = batch.column(f + 1).as_binary_opt::<i32>().ok_or_else(|| {
-            internal(format!(
-                "the read of `{}:{feature}` is not a binary column",
-                view.table.view
-            ))
-        })?;
-        let stored = |u: usize| {
-            let ts = event_ts.is_valid(u).then(|| event_ts.value(u));
-            cell(view, feature, ts, column, u, now)
-        };
-        if unique == slots.len() {
-            // No duplicate rows: slot `u` is row `u` (slots follow first appearance), so
-            // each cell goes straight to its row.
-            debug_assert!(slots.iter().enumerate().all(|(row, &slot)| row == slot));
-            let mut vector = FeatureVector::with_capacity(capacity.max(unique));
-            for u in 0..unique {
-                let (value, status, ts) = stored(u)?;
-                vector.push(value, status, ts);
-            }
-            columns.push((output.clone(), vector));
-            continue;
-        }
-        cells.clear();
-        for u in 0..unique {
-            cells.push(stored(u)?);
-        }
-        left.clear();
-        left.extend_from_slice(&uses);
+    for (f, output) in view.outputs.iter().enumerate() {
         let mut vector = FeatureVector::with_capacity(capacity.max(slots.len()));
         for &slot in slots {
-            left[slot] -= 1;
-            let (value, status, ts) = &mut cells[slot];
-            let value = if left[slot] == 0 {
-                std::mem::take(value)
+            let cell = &mut cells[slot * n + f];
+            // The last use of a cell takes its value; earlier ones (duplicate rows) copy it.
+            uses[slot] -= 1;
+            let value = if uses[slot] == 0 {
+                std::mem::take(&mut cell.value)
             } else {
-                value.clone()
+                cell.value.clone()
             };
-            vector.push(value, *status, *ts);
+            vector.push(value, cell.status, cell.event_ts);
         }
         columns.push((output.clone(), vector));
+        // Every column walks the rows again: the counts start over.
+        for &slot in slots {
+            uses[slot] += 1;
+        }
     }
-    Ok(())
-}
-
-/// The value, status and event time of one stored cell.
-fn cell(
-    view: &PlanView,
-    feature: &str,
-    event_ts: Option<i64>,
-    column: &BinaryArray,
-    row: usize,
-    now: i64,
-) -> Result<(Value, FieldStatus, i64), Error> {
-    let Some(event_ts) = event_ts else {
-        return Ok((Value::default(), FieldStatus::NotFound, 0));
-    };
-    if column.is_null(row) {
-        return Ok((Value::default(), FieldStatus::NotFound, 0));
-    }
-    let bytes = column.value(row);
-    if bytes.is_empty() {
-        return Ok((Value::default(), FieldStatus::NullValue, event_ts));
-    }
-    let value = Value::from_bytes(bytes).map_err(|e| {
-        Error::Online(OnlineError::Corrupt {
-            message: format!(
-                "feature `{}:{feature}` holds bytes that are not a feast.types.Value: {e}",
-                view.table.view
-            ),
-        })
-    })?;
-    if value.is_null() {
-        return Ok((Value::default(), FieldStatus::NullValue, event_ts));
-    }
-    let outside = view.ttl_micros > 0 && now.saturating_sub(event_ts) > view.ttl_micros;
-    let status = if outside {
-        FieldStatus::OutsideMaxAge
-    } else {
-        FieldStatus::Present
-    };
-    Ok((value, status, event_ts))
 }
 
 fn internal(message: String) -> Error {
