@@ -29,7 +29,10 @@ use self::pool::{Pool, end_read, run_cached};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, ReadBatchBuilder, all_missing};
-use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable, WriteOrderFn};
+use crate::store::{
+    FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable, WriteOrderFn,
+    visit_batches,
+};
 
 /// Most keys of a request (over all its views) read on the calling thread.
 const INLINE_READ_KEYS: usize = 512;
@@ -189,6 +192,50 @@ impl OnlineStore for SqliteOnlineStore {
             self.pool.run(move |conn| request.read(conn))
         });
         futures::future::try_join_all(reads).await
+    }
+
+    async fn read_rows(
+        &self,
+        requests: &[ReadRequest<'_>],
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), OnlineError> {
+        let keys: usize = requests.iter().map(|r| r.keys.len()).sum();
+        if keys > INLINE_READ_KEYS {
+            // Read on blocking threads, as `read_many` does, and walked from its batches.
+            let batches = self.read_many(requests).await?;
+            return visit_batches(requests, &batches, visit);
+        }
+        let _in_flight = InFlight::enter(&self.reads_in_flight);
+        self.pool
+            .read_here(|conn| {
+                for (r, request) in requests.iter().enumerate() {
+                    let sql = TableSql::of(&request.table.project, &request.table.view);
+                    let slots = FeatureSlots::new(request.features);
+                    walk_view(conn, &sql, request.keys, &slots, |key, found| {
+                        let Some((event_ts, values)) = found else {
+                            return Ok(());
+                        };
+                        // Values come by distinct feature; the visitor wants request columns
+                        // (a name requested twice is rare: its row is copied).
+                        match slots.column_slots() {
+                            None => visit(r, key, FoundRow { event_ts, values }),
+                            Some(columns) => {
+                                let values: Vec<_> = columns.iter().map(|&s| values[s]).collect();
+                                visit(
+                                    r,
+                                    key,
+                                    FoundRow {
+                                        event_ts,
+                                        values: &values,
+                                    },
+                                )
+                            }
+                        }
+                    })?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Reads are CPU work in this process: splitting pays when no other read runs.
@@ -446,6 +493,27 @@ fn read_view(
     keys: &[&[u8]],
     features: &[&str],
 ) -> Result<RecordBatch, OnlineError> {
+    let slots = FeatureSlots::new(features);
+    let mut builder = ReadBatchBuilder::new(&slots, features, keys.len());
+    walk_view(conn, sql, keys, &slots, |_, found| {
+        match found {
+            Some((event_ts, values)) => builder.push_found(event_ts, values),
+            None => builder.push_missing(),
+        }
+        Ok(())
+    })?;
+    builder.finish()
+}
+
+/// Reads `keys` from the table of `sql` and calls `row(key position, found)` for each key
+/// in order: its event time and its values by slot of `slots`, `None` when not found.
+fn walk_view(
+    conn: &Connection,
+    sql: &TableSql,
+    keys: &[&[u8]],
+    slots: &FeatureSlots<'_>,
+    mut row: impl FnMut(usize, Option<(i64, &[Option<&[u8]>])>) -> Result<(), OnlineError>,
+) -> Result<(), OnlineError> {
     // Not deduplicated: the reader sends distinct keys, and a repeated key only looks at
     // the same slot twice (its payload is copied twice).
     let mut found: Vec<Found> = vec![None; keys.len()];
@@ -454,19 +522,18 @@ fn read_view(
     match fetch(conn, sql, keys, &mut found, &mut payloads) {
         Ok(()) => {}
         // Not materialized yet, or deleted: nothing is found.
-        Err(e) if is_missing_table(&e) => return all_missing(features, keys.len()),
+        Err(e) if is_missing_table(&e) => {
+            return (0..keys.len()).try_for_each(|key| row(key, None));
+        }
         Err(e) => return Err(table_error(conn, e, name)),
     }
-
-    let slots = FeatureSlots::new(features);
-    let mut builder = ReadBatchBuilder::new(&slots, features, keys.len());
     let mut values: Vec<Option<&[u8]>> = vec![None; slots.len()];
     let corrupt = |e: layout::PayloadError| OnlineError::Corrupt {
         message: format!("a row of table `{name}` has a malformed payload: {e}"),
     };
-    for row in &found {
-        let Some((event_ts, range)) = row else {
-            builder.push_missing();
+    for (key, stored) in found.iter().enumerate() {
+        let Some((event_ts, range)) = stored else {
+            row(key, None)?;
             continue;
         };
         values.fill(None);
@@ -477,9 +544,9 @@ fn read_view(
                 values[feature] = Some(value);
             }
         }
-        builder.push_found(*event_ts, &values);
+        row(key, Some((*event_ts, &values)))?;
     }
-    builder.finish()
+    Ok(())
 }
 
 /// Selects `keys` in chunks of slots, recording each found row in `found` (by position in
