@@ -1,5 +1,6 @@
 //! Building read results aligned with the requested keys, shared by every backend.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -113,10 +114,17 @@ impl<'f> FeatureSlots<'f> {
         &self.names
     }
 
-    /// For each requested column, the slot it reads; `None` when that is the column's own
-    /// position (no name was requested twice).
-    pub fn column_slots(&self) -> Option<&[usize]> {
-        (self.names.len() != self.column_slot.len()).then_some(&self.column_slot[..])
+    /// A row's values by slot, as the requested columns read them: the same slice when no
+    /// name was requested twice (each column reads its own slot), else a copy in column
+    /// order.
+    pub fn by_column<'a, 'v>(
+        &self,
+        by_slot: &'a [Option<&'v [u8]>],
+    ) -> Cow<'a, [Option<&'v [u8]>]> {
+        if self.names.len() == self.column_slot.len() {
+            return Cow::Borrowed(by_slot);
+        }
+        Cow::Owned(self.column_slot.iter().map(|&slot| by_slot[slot]).collect())
     }
 
     /// Like [`find`](Self::find), trying slot `*hint` first and leaving the next slot in

@@ -317,21 +317,20 @@ impl OnlineStore for RedisOnlineStore {
     ) -> Result<(), OnlineError> {
         let plans: Vec<ReadPlan<'_>> = requests.iter().map(ReadPlan::new).collect();
         self.with_replies(&plans, |values, spans| {
-            let mut by_column = Vec::new();
             walk(requests, &plans, values, spans, |r, key, found| {
                 let Some((event_ts, values)) = found else {
                     return Ok(());
                 };
                 // Values come by distinct feature; the visitor wants them by request column.
-                let values = match plans[r].slots.column_slots() {
-                    None => values,
-                    Some(slots) => {
-                        by_column.clear();
-                        by_column.extend(slots.iter().map(|&slot| values[slot]));
-                        &by_column[..]
-                    }
-                };
-                visit(r, key, FoundRow { event_ts, values })
+                let values = plans[r].slots.by_column(values);
+                visit(
+                    r,
+                    key,
+                    FoundRow {
+                        event_ts,
+                        values: &values,
+                    },
+                )
             })
         })
         .await

@@ -215,22 +215,16 @@ impl OnlineStore for SqliteOnlineStore {
                         let Some((event_ts, values)) = found else {
                             return Ok(());
                         };
-                        // Values come by distinct feature; the visitor wants request columns
-                        // (a name requested twice is rare: its row is copied).
-                        match slots.column_slots() {
-                            None => visit(r, key, FoundRow { event_ts, values }),
-                            Some(columns) => {
-                                let values: Vec<_> = columns.iter().map(|&s| values[s]).collect();
-                                visit(
-                                    r,
-                                    key,
-                                    FoundRow {
-                                        event_ts,
-                                        values: &values,
-                                    },
-                                )
-                            }
-                        }
+                        // Values come by distinct feature; the visitor wants request columns.
+                        let values = slots.by_column(values);
+                        visit(
+                            r,
+                            key,
+                            FoundRow {
+                                event_ts,
+                                values: &values,
+                            },
+                        )
                     })?;
                 }
                 Ok(())

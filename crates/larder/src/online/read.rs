@@ -466,19 +466,18 @@ fn assemble_view(
     columns: &mut Vec<(String, FeatureVector)>,
 ) {
     let n = view.features.len();
-    let unique = index.unique().len();
     let slots = index.slots();
-    let mut uses = vec![0u32; unique];
-    for &slot in slots {
-        uses[slot] += 1;
+    // The last entity row reading each distinct key: it takes the value, earlier ones
+    // (duplicate rows) copy it.
+    let mut last = vec![0; index.unique().len()];
+    for (row, &slot) in slots.iter().enumerate() {
+        last[slot] = row;
     }
     for (f, output) in view.outputs.iter().enumerate() {
         let mut vector = FeatureVector::with_capacity(capacity.max(slots.len()));
-        for &slot in slots {
+        for (row, &slot) in slots.iter().enumerate() {
             let cell = &mut cells[slot * n + f];
-            // The last use of a cell takes its value; earlier ones (duplicate rows) copy it.
-            uses[slot] -= 1;
-            let value = if uses[slot] == 0 {
+            let value = if last[slot] == row {
                 std::mem::take(&mut cell.value)
             } else {
                 cell.value.clone()
@@ -486,10 +485,6 @@ fn assemble_view(
             vector.push(value, cell.status, cell.event_ts);
         }
         columns.push((output.clone(), vector));
-        // Every column walks the rows again: the counts start over.
-        for &slot in slots {
-            uses[slot] += 1;
-        }
     }
 }
 
