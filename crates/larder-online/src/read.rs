@@ -21,21 +21,30 @@ use crate::store::read_schema;
 pub struct KeyIndex<'k> {
     unique: Vec<&'k [u8]>,
     slots: Vec<usize>,
+    /// Only for more than [`KEY_SCAN_MAX`] keys; a scan of a few is cheaper than hashing.
     /// foldhash, seeded per process: a third of SipHash's cost on 30-byte keys, and keys
     /// chosen by a client cannot be aimed at one bucket without the seed.
-    map: HashMap<&'k [u8], usize, RandomState>,
+    map: Option<HashMap<&'k [u8], usize, RandomState>>,
 }
+
+/// Most keys a [`KeyIndex`] finds by a linear scan.
+const KEY_SCAN_MAX: usize = 8;
 
 impl<'k> KeyIndex<'k> {
     pub fn new(keys: impl ExactSizeIterator<Item = &'k [u8]>) -> Self {
+        let many = keys.len() > KEY_SCAN_MAX;
         let mut index = KeyIndex {
             unique: Vec::with_capacity(keys.len()),
             slots: Vec::with_capacity(keys.len()),
-            map: HashMap::with_capacity_and_hasher(keys.len(), RandomState::default()),
+            map: many
+                .then(|| HashMap::with_capacity_and_hasher(keys.len(), RandomState::default())),
         };
         for key in keys {
             let next = index.unique.len();
-            let slot = *index.map.entry(key).or_insert(next);
+            let slot = match &mut index.map {
+                Some(map) => *map.entry(key).or_insert(next),
+                None => index.unique.iter().position(|k| *k == key).unwrap_or(next),
+            };
             if slot == next {
                 index.unique.push(key);
             }
@@ -51,7 +60,10 @@ impl<'k> KeyIndex<'k> {
 
     /// The slot (index into [`unique`](Self::unique)) of `key`, if it was requested.
     pub fn slot(&self, key: &[u8]) -> Option<usize> {
-        self.map.get(key).copied()
+        match &self.map {
+            Some(map) => map.get(key).copied(),
+            None => self.unique.iter().position(|k| *k == key),
+        }
     }
 
     /// For each requested position, the slot of its key.
@@ -316,6 +328,26 @@ mod tests {
         assert_eq!(index.slots(), &[0, 1, 0, 2]);
         assert_eq!(index.slot(b"c"), Some(2));
         assert_eq!(index.slot(b"d"), None);
+    }
+
+    /// Past [`KEY_SCAN_MAX`] keys the index hashes: the same answers as the scan.
+    #[test]
+    fn key_index_hashes_many_keys_like_it_scans_few() {
+        let names: Vec<Vec<u8>> = (0..40u8).map(|i| vec![b'k', i % 13]).collect();
+        for count in [KEY_SCAN_MAX, KEY_SCAN_MAX + 1, 40] {
+            let keys: Vec<&[u8]> = names[..count].iter().map(Vec::as_slice).collect();
+            let index = KeyIndex::new(keys.iter().copied());
+            assert_eq!(index.map.is_some(), count > KEY_SCAN_MAX);
+            assert_eq!(index.unique().len(), count.min(13));
+            for (position, key) in keys.iter().enumerate() {
+                let slot = index.slots()[position];
+                assert_eq!(index.unique()[slot], *key);
+                assert_eq!(index.slot(key), Some(slot));
+                // The first appearance owns the slot.
+                assert_eq!(keys.iter().position(|k| k == key), Some(slot));
+            }
+            assert_eq!(index.slot(b"absent"), None);
+        }
     }
 
     #[test]

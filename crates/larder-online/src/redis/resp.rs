@@ -163,16 +163,39 @@ fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((&rest[..end], at + end + 2))
 }
 
+/// The decimal integer `digits` (an optional `-`, then at least one digit), parsed by hand:
+/// lengths come before every reply and every bulk string, and `str::parse` after a UTF-8
+/// check cost several times as much.
 fn number(digits: &[u8], what: char) -> Result<i64, Malformed> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            Malformed(format!(
-                "bad length or integer after `{what}`: {:?}",
-                String::from_utf8_lossy(digits)
-            ))
-        })
+    let (negative, body) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    let mut value: i64 = 0;
+    let mut ok = !body.is_empty();
+    for &b in body {
+        let digit = b.wrapping_sub(b'0');
+        match value.checked_mul(10).and_then(|v| {
+            if negative {
+                v.checked_sub(i64::from(digit))
+            } else {
+                v.checked_add(i64::from(digit))
+            }
+        }) {
+            Some(next) if digit < 10 => value = next,
+            _ => {
+                ok = false;
+                break;
+            }
+        }
+    }
+    if ok {
+        return Ok(value);
+    }
+    Err(Malformed(format!(
+        "bad length or integer after `{what}`: {:?}",
+        String::from_utf8_lossy(digits)
+    )))
 }
 
 /// A bulk string's body at `at` of `len` bytes; None when incomplete.
@@ -351,6 +374,43 @@ mod tests {
                 r.parse(case, 1).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    /// Lengths as RESP writes them; a `+` sign, which `str::parse` takes, RESP never sends.
+    #[test]
+    fn numbers_parse_as_resp_writes_them() {
+        let good: &[&[u8]] = &[
+            b"0",
+            b"7",
+            b"-1",
+            b"1234",
+            b"-0",
+            b"9223372036854775807",
+            b"-9223372036854775808",
+        ];
+        for digits in good {
+            let expected: i64 = std::str::from_utf8(digits).unwrap().parse().unwrap();
+            assert_eq!(number(digits, '$'), Ok(expected));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"-",
+            b"+1",
+            b"1a",
+            b" 1",
+            b"--1",
+            b"1-",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"\xff",
+        ];
+        for digits in bad {
+            let err = number(digits, '*').unwrap_err();
+            assert!(
+                err.0.starts_with("bad length or integer after `*`"),
+                "{err:?}"
             );
         }
     }

@@ -230,6 +230,60 @@ pub fn serialize_key_columns_into(
     Ok(())
 }
 
+/// Like [`serialize_key_columns_into`] for keys given as [`Value`]s: `columns[i]` holds the
+/// values of join key `names[i]`, one per row. The bytes are those of the Arrow path for the
+/// same values; no array is built. Appends one key per row to `out` (left as it was on error).
+pub fn serialize_key_values_into(
+    names: &[&str],
+    columns: &[&[Value]],
+    version: KeyVersion,
+    out: &mut ByteRows,
+) -> Result<(), FormatError> {
+    if columns.len() != names.len() {
+        return Err(FormatError::KeyValueCountMismatch {
+            join_keys: names.len(),
+            values: columns.len(),
+        });
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    for (name, column) in names.iter().zip(columns) {
+        if column.len() != rows {
+            return Err(FormatError::KeyColumnLength {
+                join_key: (*name).to_owned(),
+                rows: column.len(),
+                expected: rows,
+            });
+        }
+    }
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_unstable_by(|&a, &b| names[a].cmp(names[b]));
+    check_unique(order.iter().map(|&i| names[i]))?;
+    let mut prefix = Vec::new();
+    put_names(order.iter().map(|&i| names[i]), version, &mut prefix);
+
+    let start = out.len();
+    let written = (0..rows).try_for_each(|row| {
+        out.push_with(|buf| {
+            buf.extend_from_slice(&prefix);
+            for &i in &order {
+                let value = &columns[i][row];
+                if value.val.is_none() {
+                    return Err(FormatError::NullKeyValue {
+                        join_key: names[i].to_owned(),
+                        row,
+                    });
+                }
+                put_key_value(key_scalar(names[i], value)?, buf);
+            }
+            Ok(())
+        })
+    });
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
 /// Parses a serialized entity key.
 ///
 /// v3 keys are self-delimiting. v2 keys are not (names carry no length), so only v2 keys

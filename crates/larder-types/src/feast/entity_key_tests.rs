@@ -8,6 +8,7 @@ use arrow::array::{
 use arrow::datatypes::Int8Type;
 
 use super::*;
+use crate::feast::array_from_values;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -308,5 +309,86 @@ fn key_column_errors() {
     assert_eq!(
         err.to_string(),
         "an Arrow column of type Int64 cannot be read as `String`"
+    );
+}
+
+#[test]
+fn key_values_match_key_columns() {
+    let names = ["seen", "driver_id", "customer_id", "small", "blob"];
+    let types = [
+        ScalarType::UnixTimestamp,
+        ScalarType::Int64,
+        ScalarType::String,
+        ScalarType::Int32,
+        ScalarType::Bytes,
+    ];
+    let columns: Vec<Vec<Value>> = vec![
+        vec![Value::unix_timestamp(1), Value::unix_timestamp(-1)],
+        vec![Value::int64(1001), Value::int64(i64::MIN)],
+        vec![Value::string("b"), Value::string("é")],
+        vec![Value::int32(7), Value::int32(-7)],
+        vec![Value::bytes(vec![0u8, 255]), Value::bytes(Vec::new())],
+    ];
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .zip(types)
+        .map(|(values, ty)| {
+            array_from_values(values.iter().map(Some), ValueType::Scalar(ty)).unwrap()
+        })
+        .collect();
+    let slices: Vec<&[Value]> = columns.iter().map(Vec::as_slice).collect();
+    for version in [KeyVersion::V2, KeyVersion::V3] {
+        let mut expected = ByteRows::new();
+        serialize_key_columns_into(&names, &arrays, &types, version, &mut expected).unwrap();
+        let mut got = ByteRows::new();
+        serialize_key_values_into(&names, &slices, version, &mut got).unwrap();
+        assert_eq!(got.to_vecs(), expected.to_vecs(), "{version:?}");
+        assert_eq!(got.len(), 2);
+    }
+}
+
+/// Join key names, their columns of values, and the error they give.
+type KeyValueCase = (Vec<&'static str>, Vec<Vec<Value>>, &'static str);
+
+#[test]
+fn key_value_errors_leave_the_output_as_it_was() {
+    let mut out = ByteRows::new();
+    out.push_with(|buf| buf.extend_from_slice(b"kept"));
+    let cases: Vec<KeyValueCase> = vec![
+        (
+            vec!["id"],
+            vec![vec![Value::int64(1), Value::NULL]],
+            "join key `id` is null at row 1",
+        ),
+        (
+            vec!["id", "rate"],
+            vec![vec![Value::int64(1)], vec![Value::double(0.5)]],
+            "join key `rate` has a `double_val` value; entity keys hold only String, Bytes, \
+             Int32, Int64 or UnixTimestamp values",
+        ),
+        (
+            vec!["a", "b"],
+            vec![
+                vec![Value::int64(1)],
+                vec![Value::int64(1), Value::int64(2)],
+            ],
+            "join key column `b` has 2 rows, expected 1",
+        ),
+        (
+            vec!["a", "a"],
+            vec![vec![Value::int64(1)], vec![Value::int64(2)]],
+            "join key `a` appears more than once in an entity key",
+        ),
+    ];
+    for (names, columns, message) in cases {
+        let slices: Vec<&[Value]> = columns.iter().map(Vec::as_slice).collect();
+        let err = serialize_key_values_into(&names, &slices, KeyVersion::V3, &mut out).unwrap_err();
+        assert_eq!(err.to_string(), message);
+        assert_eq!(out.to_vecs(), vec![b"kept".to_vec()], "{message}");
+    }
+    let err = serialize_key_values_into(&["a"], &[], KeyVersion::V3, &mut out).unwrap_err();
+    assert!(
+        matches!(err, FormatError::KeyValueCountMismatch { .. }),
+        "{err}"
     );
 }

@@ -197,11 +197,22 @@ fn write_str(s: &str, out: &mut String) {
 /// with a signed two-digit exponent (`1e+16`, `1.5e-05`).
 pub(crate) fn write_python_float(x: f64, out: &mut String) {
     // ryu gives the same shortest round-trip digits as Python's repr, in its own layout
-    // (`1.5e-5`, `0.3`, `1e16`, `100.0`): read the digits and the decimal exponent off it.
-    // About a fifth of the cost of going through `{:e}` and `fmt` (a quarter of a
-    // one-entity response's JSON).
+    // (`1.5e-5`, `0.3`, `1e16`, `100.0`). Its positional text is already Python's, and is
+    // copied, except `0.0000ddd` (decimal exponent -5, which Python writes `d.dde-05`); that
+    // and scientific text go through the digits.
     let mut buffer = ryu::Buffer::new();
-    let text = buffer.format_finite(x).as_bytes();
+    let text = buffer.format_finite(x);
+    let magnitude = text.strip_prefix('-').unwrap_or(text);
+    if !magnitude.starts_with("0.0000") && !magnitude.contains('e') {
+        out.push_str(text);
+        return;
+    }
+    write_python_float_digits(text.as_bytes(), out);
+}
+
+/// [`write_python_float`] from ryu's `text` of the value, read as digits and a decimal
+/// exponent: about a fifth of the cost of going through `{:e}` and `fmt`.
+fn write_python_float_digits(text: &[u8], out: &mut String) {
     let (negative, text) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
@@ -323,6 +334,12 @@ mod tests {
             (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
             (5e-324, "5e-324"),
             (0.1 + 0.2, "0.30000000000000004"),
+            (1.234e-5, "1.234e-05"),
+            (-1e-5, "-1e-05"),
+            (0.000_12, "0.00012"),
+            (-0.000_999, "-0.000999"),
+            (9_999_999_999_999_998.0, "9999999999999998.0"),
+            (1e17, "1e+17"),
             // Two 17-digit strings round-trip (...62 and ...63); Python's repr, like ryu, takes
             // the one nearer the exact value, where `{:e}` gives ...63.
             (
@@ -367,6 +384,16 @@ mod tests {
             if ours != theirs {
                 proptest::prop_assert_eq!(theirs.parse::<f64>().unwrap().to_bits(), x.to_bits());
             }
+        }
+
+        /// ryu's text used as it is agrees with the digits path wherever it is used.
+        #[test]
+        fn python_float_fast_path_is_the_digits_path(m in -10.0f64..10.0, e in -8i32..18) {
+            let x = m * 10f64.powi(e);
+            let mut buffer = ryu::Buffer::new();
+            let mut slow = String::new();
+            write_python_float_digits(buffer.format_finite(x).as_bytes(), &mut slow);
+            proptest::prop_assert_eq!(python_float_repr(x), slow);
         }
 
         #[test]

@@ -33,7 +33,7 @@ pub use encode::{ByteRows, encode_column};
 pub use entity_key::{
     DUMMY_JOIN_KEY, EntityKey, KeyVersion, deserialize_entity_key, entity_key_prefix,
     serialize_entity_key, serialize_entity_key_into, serialize_key_columns,
-    serialize_key_columns_into, serialize_single_key_into,
+    serialize_key_columns_into, serialize_key_values_into, serialize_single_key_into,
 };
 pub use json::{value_to_json, write_value_json};
 pub use murmur3::{murmur3_32, redis_field_hash};

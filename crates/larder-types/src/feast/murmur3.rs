@@ -27,13 +27,21 @@ pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
 }
 
 /// The Redis hash field of feature `feature` of view `view`: `murmur3_32("{view}:{feature}", 0)`
-/// as 4 little-endian bytes. Cheap but not free: cache it per registry snapshot.
+/// as 4 little-endian bytes. Names up to 256 bytes are joined on the stack: no allocation.
 pub fn redis_field_hash(view: &str, feature: &str) -> [u8; 4] {
-    let mut name = Vec::with_capacity(view.len() + 1 + feature.len());
-    name.extend_from_slice(view.as_bytes());
-    name.push(b':');
-    name.extend_from_slice(feature.as_bytes());
-    murmur3_32(&name, 0).to_le_bytes()
+    let len = view.len() + 1 + feature.len();
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let name: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    name[..view.len()].copy_from_slice(view.as_bytes());
+    name[view.len()] = b':';
+    name[view.len() + 1..].copy_from_slice(feature.as_bytes());
+    murmur3_32(name, 0).to_le_bytes()
 }
 
 fn mix_k(k: u32) -> u32 {
@@ -82,5 +90,21 @@ mod tests {
             redis_field_hash("driver_hourly_stats", "conv_rate"),
             [0x61, 0x60, 0xe3, 0xda]
         );
+    }
+
+    #[test]
+    fn long_names_hash_like_short_ones() {
+        for (view, feature) in [
+            ("v".repeat(254), "f".to_owned()),
+            ("v".repeat(300), "f".repeat(9)),
+        ] {
+            let joined = format!("{view}:{feature}");
+            assert_eq!(
+                redis_field_hash(&view, &feature),
+                murmur3_32(joined.as_bytes(), 0).to_le_bytes(),
+                "{} bytes",
+                joined.len()
+            );
+        }
     }
 }
