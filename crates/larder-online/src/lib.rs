@@ -30,6 +30,7 @@ pub use error::{BoxError, OnlineError};
 pub use postgres::{ConnType, PostgresConfig, PostgresOnlineStore, SslMode, postgres_table_name};
 pub use sqlite::{SqliteConfig, SqliteOnlineStore, sqlite_key_slot, sqlite_table_name};
 pub use store::{
-    CREATED_TS, ENTITY_KEY, EVENT_TS, FoundRow, OnlineCapabilities, OnlineStore, ReadRequest,
-    RowVisitor, ViewTable, WriteOrderFn, read_schema, timestamp_type, visit_batches, write_schema,
+    CREATED_TS, ENTITY_KEY, EVENT_TS, FoundRow, OnlineCapabilities, OnlineStore, PreparedRead,
+    ReadRequest, RowVisitor, ViewTable, WriteOrderFn, read_schema, timestamp_type, visit_batches,
+    write_schema,
 };

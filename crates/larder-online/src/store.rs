@@ -62,7 +62,16 @@ pub struct ReadRequest<'a> {
     pub table: &'a ViewTable,
     pub keys: &'a [&'a [u8]],
     pub features: &'a [&'a str],
+    /// What [`OnlineStore::prepare_read`] returned for this table and these features, when
+    /// the caller kept it; `None` otherwise (the store then works it out for this read).
+    pub prepared: Option<&'a PreparedRead>,
 }
+
+/// What a store works out once for reading some features of one view (field names,
+/// statement text), for the caller to keep with its plan and hand back with every read of
+/// the same table and features ([`ReadRequest::prepared`]). Opaque to the caller; a store
+/// checks that what it gets back is its own and matches the request, and ignores it if not.
+pub type PreparedRead = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// Where the latest feature values of every entity key live, read at serving time.
 ///
@@ -168,6 +177,14 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// cost). The default: never.
     fn split_read_hint(&self) -> bool {
         false
+    }
+
+    /// Works out, once, what reads of `features` of `table` need, for the caller to hand
+    /// back in [`ReadRequest::prepared`] (a feature server keeps it with its cached plan).
+    /// The default: nothing to prepare.
+    fn prepare_read(&self, table: &ViewTable, features: &[&str]) -> Option<PreparedRead> {
+        let _ = (table, features);
+        None
     }
 
     /// The order this store's index keeps keys in, when it is not the serialized keys' own

@@ -1,5 +1,6 @@
 //! The endpoints: Feast's request bodies in, Feast's responses out.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
-use crate::snapshot::PlanKey;
+use crate::snapshot::PlanQuery;
 use crate::state::AppState;
 
 type AppResult = Result<Response, ApiError>;
@@ -77,7 +78,12 @@ async fn observe(
 
 /// The body as `T`, or a 4xx naming what is wrong.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
+    parse_json(&body_bytes(body)?)
+}
+
+/// The body's bytes, or the 4xx of why they could not be read.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         let status = rejection.status();
         let class = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "PayloadTooLarge"
@@ -89,8 +95,12 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
             class,
             format!("cannot read the request body: {}", rejection.body_text()),
         )
-    })?;
-    serde_json::from_slice(&body)
+    })
+}
+
+/// `body` as `T`, which may borrow from it, or a 422 naming what is wrong.
+fn parse_json<'b, T: Deserialize<'b>>(body: &'b [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
         .map_err(|e| ApiError::unprocessable(format!("invalid request body: {e}")))
 }
 
@@ -114,32 +124,66 @@ async fn bounded<T>(
 }
 
 #[derive(Deserialize)]
-struct OnlineBody {
-    #[serde(default)]
-    features: Option<Vec<String>>,
-    #[serde(default)]
-    feature_service: Option<String>,
+struct OnlineBody<'b> {
+    /// Borrowed from the body where they need no unescaping: no copy per name.
+    #[serde(default, borrow)]
+    features: Option<Vec<Name<'b>>>,
+    #[serde(default, borrow)]
+    feature_service: Option<Name<'b>>,
     entities: EntityColumns,
     #[serde(default)]
     full_feature_names: bool,
+}
+
+/// A JSON string, borrowed from the body unless it has escapes.
+struct Name<'b>(Cow<'b, str>);
+
+impl AsRef<str> for Name<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'b, 'b> Deserialize<'de> for Name<'b> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        deserializer.deserialize_str(Visit).map(Name)
+    }
 }
 
 async fn get_online_features(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
-    let body: OnlineBody = parse_body(body)?;
-    let key = PlanKey {
+    let bytes = body_bytes(body)?;
+    let body: OnlineBody<'_> = parse_json(&bytes)?;
+    let features = body.features.as_deref().unwrap_or_default();
+    let query = PlanQuery {
+        service: body.feature_service.as_ref().map(|s| s.as_ref()),
         // As Feast: a feature service takes precedence over a feature list.
         features: if body.feature_service.is_some() {
-            Vec::new()
+            &[]
         } else {
-            body.features.unwrap_or_default()
+            features
         },
-        service: body.feature_service,
         full_feature_names: body.full_feature_names,
     };
-    let plan = state.snapshot.load().plan(&key)?;
+    let plan = state.snapshot.load().plan(&query)?;
     let Some(reader) = &state.reader else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -162,6 +162,7 @@ fn main() {
                     table: &tables[v],
                     keys: &keys[v],
                     features: &features[v],
+                    prepared: None,
                 })
                 .collect();
             let start = Instant::now();

@@ -7,8 +7,9 @@
 //!
 //! Writes copy the batch's winning rows (binary COPY, one staged row per entity key) into a
 //! temporary table and upsert from it in one statement, all in one transaction. Reads fetch
-//! each view's rows with one `entity_key = ANY($1)` query; `read_many` sends the views'
-//! queries together on one connection, where tokio-postgres pipelines them.
+//! each view's rows with one `entity_key = ANY($1)` query; `read_many` and `read_rows` send
+//! the views' queries together on one connection, where tokio-postgres pipelines them, and
+//! `read_rows` hands the found rows to its visitor without building Arrow batches.
 
 mod config;
 mod layout;
@@ -20,6 +21,7 @@ use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use deadpool_postgres::Object;
 use futures::SinkExt;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 pub use self::config::{ConnType, PostgresConfig, SslMode};
@@ -31,8 +33,8 @@ use self::layout::{
 use self::pool::{PgPool, STORE, is_missing_table, is_transient, query_error};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
-use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder, all_missing};
-use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, ViewTable};
+use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
+use crate::store::{FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable};
 
 /// Attempts of a write transaction that Postgres aborted as a deadlock or serialization
 /// failure (two writers on the same keys in different orders).
@@ -146,6 +148,7 @@ impl OnlineStore for PostgresOnlineStore {
             table,
             keys,
             features,
+            prepared: None,
         };
         let mut out = self.read_many(&[request]).await?;
         out.pop()
@@ -156,22 +159,47 @@ impl OnlineStore for PostgresOnlineStore {
         &self,
         requests: &[ReadRequest<'_>],
     ) -> Result<Vec<RecordBatch>, OnlineError> {
-        if requests.iter().all(|r| r.keys.is_empty()) {
-            return requests
-                .iter()
-                .map(|r| all_missing(r.features, r.keys.len()))
-                .collect();
-        }
-        let conn = self.pool.get().await?;
-        // Sent together on one connection: tokio-postgres pipelines them, so the views cost
-        // one round trip.
-        let reads = requests.iter().map(|r| self.read_view(&conn, r));
-        let outcome = tokio::time::timeout(
-            self.pool.query_timeout(),
-            futures::future::try_join_all(reads),
-        )
-        .await;
-        self.pool.settle(conn, "a read", outcome)
+        let mut batches = Vec::with_capacity(requests.len());
+        self.query_views(requests, |r, rows, index, slots| {
+            let request = &requests[r];
+            let mut builder = ReadBatchBuilder::new(slots, request.features, request.keys.len());
+            self.walk_view(request, rows, index, slots, |_, found| {
+                match found {
+                    Some((event, values)) => builder.push_found(event, values),
+                    None => builder.push_missing(),
+                }
+                Ok(())
+            })?;
+            batches.push(builder.finish()?);
+            Ok(())
+        })
+        .await?;
+        Ok(batches)
+    }
+
+    async fn read_rows(
+        &self,
+        requests: &[ReadRequest<'_>],
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), OnlineError> {
+        self.query_views(requests, |r, rows, index, slots| {
+            self.walk_view(&requests[r], rows, index, slots, |key, found| {
+                let Some((event_ts, values)) = found else {
+                    return Ok(());
+                };
+                // Values come by distinct feature; the visitor wants request columns.
+                let values = slots.by_column(values);
+                visit(
+                    r,
+                    key,
+                    FoundRow {
+                        event_ts,
+                        values: &values,
+                    },
+                )
+            })
+        })
+        .await
     }
 
     async fn update_infra(
@@ -247,19 +275,20 @@ impl PostgresOnlineStore {
         self.pool.settle(conn, "a write", outcome)
     }
 
-    /// One view of a read: its rows in one query, aligned with the requested keys.
-    async fn read_view(
+    /// One view's query: the stored rows of the distinct keys of `index`, for every feature
+    /// of the view; `None` when the table does not exist (not created or materialized yet,
+    /// or deleted: nothing is found).
+    async fn query_view(
         &self,
         conn: &Object,
         request: &ReadRequest<'_>,
-    ) -> Result<RecordBatch, OnlineError> {
-        let features = request.features;
+        index: &KeyIndex<'_>,
+        slots: &FeatureSlots<'_>,
+    ) -> Result<Option<Vec<Row>>, OnlineError> {
         if request.keys.is_empty() {
-            return all_missing(features, 0);
+            return Ok(None);
         }
         let table = self.table(request.table);
-        let index = KeyIndex::new(request.keys.iter().copied());
-        let slots = FeatureSlots::new(features);
         let keys: &[&[u8]] = index.unique();
         // The requested features, and the view's others: every write stores all features
         // of the view, so a key is found, and its event time known, whichever of them are
@@ -274,13 +303,28 @@ impl PostgresOnlineStore {
             Ok(statement) => conn.query(&statement, &[&keys, &names]).await,
             Err(e) => Err(e),
         };
-        let rows = match result {
-            Ok(rows) => rows,
-            // Not created or materialized yet, or deleted: nothing is found.
-            Err(e) if is_missing_table(&e) => return all_missing(features, request.keys.len()),
-            Err(e) => return Err(self.error(e, &table.name)),
-        };
+        match result {
+            Ok(rows) => Ok(Some(rows)),
+            Err(e) if is_missing_table(&e) => Ok(None),
+            Err(e) => Err(self.error(e, &table.name)),
+        }
+    }
 
+    /// Walks what [`query_view`](Self::query_view) found for `request`, calling
+    /// `row(key position, found)` for each requested key in order: its event time and its
+    /// values by slot of `slots`, `None` when not found.
+    fn walk_view(
+        &self,
+        request: &ReadRequest<'_>,
+        rows: Option<&[Row]>,
+        index: &KeyIndex<'_>,
+        slots: &FeatureSlots<'_>,
+        mut row: impl FnMut(usize, Option<(i64, &[Option<&[u8]>])>) -> Result<(), OnlineError>,
+    ) -> Result<(), OnlineError> {
+        let Some(rows) = rows else {
+            return (0..request.keys.len()).try_for_each(|key| row(key, None));
+        };
+        let table = self.table(request.table);
         // Per key slot, the newest event time among its rows; a key's values are those of
         // its rows at that time, so feature rows left from an older write (a feature the
         // view has since dropped) never mix into a newer row.
@@ -295,14 +339,14 @@ impl PostgresOnlineStore {
                 pool::describe(&e)
             ),
         };
-        for row in &rows {
-            let key: &[u8] = row.try_get(0).map_err(corrupt)?;
+        for stored in rows {
+            let key: &[u8] = stored.try_get(0).map_err(corrupt)?;
             let Some(slot) = index.slot(key) else {
                 continue;
             };
-            let name: &str = row.try_get(1).map_err(corrupt)?;
-            let value: Option<&[u8]> = row.try_get(2).map_err(corrupt)?;
-            let event: Option<UnixMicros> = row.try_get(3).map_err(corrupt)?;
+            let name: &str = stored.try_get(1).map_err(corrupt)?;
+            let value: Option<&[u8]> = stored.try_get(2).map_err(corrupt)?;
+            let event: Option<UnixMicros> = stored.try_get(3).map_err(corrupt)?;
             let Some(UnixMicros(event)) = event else {
                 return Err(OnlineError::Corrupt {
                     message: format!(
@@ -326,16 +370,58 @@ impl PostgresOnlineStore {
                 values[slot * width + feature] = value;
             }
         }
-        let mut builder = ReadBatchBuilder::new(&slots, features, request.keys.len());
-        for &slot in index.slots() {
+        for (key, &slot) in index.slots().iter().enumerate() {
             match newest[slot] {
-                Some(event) => {
-                    builder.push_found(event, &values[slot * width..(slot + 1) * width]);
-                }
-                None => builder.push_missing(),
+                Some(event) => row(
+                    key,
+                    Some((event, &values[slot * width..(slot + 1) * width])),
+                )?,
+                None => row(key, None)?,
             }
         }
-        builder.finish()
+        Ok(())
+    }
+
+    /// Sends the queries of `requests` together on one connection (tokio-postgres
+    /// pipelines them, so the views cost one round trip) and hands each view's rows to
+    /// `walk` in request order.
+    async fn query_views(
+        &self,
+        requests: &[ReadRequest<'_>],
+        mut walk: impl FnMut(
+            usize,
+            Option<&[Row]>,
+            &KeyIndex<'_>,
+            &FeatureSlots<'_>,
+        ) -> Result<(), OnlineError>,
+    ) -> Result<(), OnlineError> {
+        let indexes: Vec<KeyIndex<'_>> = requests
+            .iter()
+            .map(|r| KeyIndex::new(r.keys.iter().copied()))
+            .collect();
+        let slots: Vec<FeatureSlots<'_>> = requests
+            .iter()
+            .map(|r| FeatureSlots::new(r.features))
+            .collect();
+        let found: Vec<Option<Vec<Row>>> = if requests.iter().all(|r| r.keys.is_empty()) {
+            requests.iter().map(|_| None).collect()
+        } else {
+            let conn = self.pool.get().await?;
+            let queries = requests
+                .iter()
+                .zip(indexes.iter().zip(&slots))
+                .map(|(r, (index, slots))| self.query_view(&conn, r, index, slots));
+            let outcome = tokio::time::timeout(
+                self.pool.query_timeout(),
+                futures::future::try_join_all(queries),
+            )
+            .await;
+            self.pool.settle(conn, "a read", outcome)?
+        };
+        for (r, rows) in found.iter().enumerate() {
+            walk(r, rows.as_deref(), &indexes[r], &slots[r])?;
+        }
+        Ok(())
     }
 
     /// Creates the schema (when missing) and the tables with their indexes, each statement

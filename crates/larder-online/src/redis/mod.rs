@@ -15,6 +15,7 @@ mod direct;
 mod layout;
 mod resp;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -32,7 +33,9 @@ use self::resp::{Commands, Reply};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
-use crate::store::{FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable};
+use crate::store::{
+    FoundRow, OnlineCapabilities, OnlineStore, PreparedRead, ReadRequest, RowVisitor, ViewTable,
+};
 
 /// Rows per `EVALSHA` on a standalone or sentinel deployment (one script call upserts this
 /// many keys; a cluster sends one key per call, since a script's keys must share a slot).
@@ -280,6 +283,7 @@ impl OnlineStore for RedisOnlineStore {
             table,
             keys,
             features,
+            prepared: None,
         };
         let mut out = self.read_many(std::slice::from_ref(&request)).await?;
         out.pop()
@@ -308,6 +312,12 @@ impl OnlineStore for RedisOnlineStore {
         })
         .await?;
         builders.into_iter().map(ReadBatchBuilder::finish).collect()
+    }
+
+    /// The view's field hashes, `_ts` field and reply lookup, worked out once.
+    fn prepare_read(&self, table: &ViewTable, features: &[&str]) -> Option<PreparedRead> {
+        let slots = FeatureSlots::new(features);
+        Some(Arc::new(ViewFields::new(table, features, slots.names())))
     }
 
     async fn read_rows(
@@ -367,6 +377,17 @@ struct ReadPlan<'a> {
     index: KeyIndex<'a>,
     slots: FeatureSlots<'a>,
     project: &'a str,
+    fields: Cow<'a, ViewFields>,
+}
+
+/// What reads of some features of one view send and look for, worked out once per
+/// feature list ([`OnlineStore::prepare_read`]) or per read.
+#[derive(Clone, Debug)]
+struct ViewFields {
+    /// What it was worked out for: a prepared read is used only for the same request.
+    view: String,
+    features: Vec<String>,
+    /// The field of each distinct requested feature, by slot.
     fields: Vec<[u8; 4]>,
     /// `fields` sorted, with their slots: finds a field of an `HGETALL` reply (empty for
     /// `HMGET`).
@@ -375,41 +396,75 @@ struct ReadPlan<'a> {
     hgetall: bool,
 }
 
-impl<'a> ReadPlan<'a> {
-    fn new(request: &ReadRequest<'a>) -> Self {
-        let index = KeyIndex::new(request.keys.iter().copied());
-        let slots = FeatureSlots::new(request.features);
-        let fields: Vec<[u8; 4]> = slots
-            .names()
+impl ViewFields {
+    /// For the distinct `names` (in slot order) of `table`'s features `features`.
+    fn new(table: &ViewTable, features: &[&str], names: &[&str]) -> Self {
+        let fields: Vec<[u8; 4]> = names
             .iter()
-            .map(|f| redis_field_hash(&request.table.view, f))
+            .map(|f| redis_field_hash(&table.view, f))
             .collect();
-        let hgetall = !fields.is_empty() && fields.len() * 4 >= request.table.features.len() * 3;
+        let hgetall = !fields.is_empty() && fields.len() * 4 >= table.features.len() * 3;
         let mut by_field: Vec<([u8; 4], usize)> = Vec::new();
         if hgetall {
             by_field.extend(fields.iter().enumerate().map(|(i, f)| (*f, i)));
             by_field.sort_unstable();
         }
+        ViewFields {
+            view: table.view.clone(),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+            fields,
+            by_field,
+            ts: ts_field(&table.view),
+            hgetall,
+        }
+    }
+
+    /// Whether these fields were worked out for `request`'s view and features.
+    fn serves(&self, request: &ReadRequest<'_>) -> bool {
+        self.view == request.table.view
+            && self.features.len() == request.features.len()
+            && self
+                .features
+                .iter()
+                .zip(request.features)
+                .all(|(a, b)| a == b)
+    }
+}
+
+impl<'a> ReadPlan<'a> {
+    fn new(request: &ReadRequest<'a>) -> Self {
+        let index = KeyIndex::new(request.keys.iter().copied());
+        let slots = FeatureSlots::new(request.features);
+        let prepared = request
+            .prepared
+            .and_then(|p| p.downcast_ref::<ViewFields>())
+            .filter(|fields| fields.serves(request));
+        let fields = match prepared {
+            Some(fields) => Cow::Borrowed(fields),
+            None => Cow::Owned(ViewFields::new(
+                request.table,
+                request.features,
+                slots.names(),
+            )),
+        };
         ReadPlan {
             index,
             slots,
             project: &request.table.project,
             fields,
-            by_field,
-            ts: ts_field(&request.table.view),
-            hgetall,
         }
     }
 
     /// Roughly the bytes of this plan's commands (a capacity hint).
     fn bytes(&self) -> usize {
-        let per_key = 32 + self.project.len() + 10 * self.fields.len() + self.ts.len();
+        let per_key =
+            32 + self.project.len() + 10 * self.fields.fields.len() + self.fields.ts.len();
         self.index.unique().iter().map(|k| per_key + k.len()).sum()
     }
 
     fn encode(&self, commands: &mut Commands) {
         for key in self.index.unique() {
-            if self.hgetall {
+            if self.fields.hgetall {
                 commands
                     .command(2)
                     .arg(b"HGETALL")
@@ -417,27 +472,27 @@ impl<'a> ReadPlan<'a> {
                 continue;
             }
             commands
-                .command(self.fields.len() + 3)
+                .command(self.fields.fields.len() + 3)
                 .arg(b"HMGET")
                 .arg2(key, self.project.as_bytes());
-            for field in &self.fields {
+            for field in &self.fields.fields {
                 commands.arg(field);
             }
-            commands.arg(self.ts.as_bytes());
+            commands.arg(self.fields.ts.as_bytes());
         }
     }
 
     fn pipeline(&self, pipe: &mut redis::Pipeline) {
         for key in self.index.unique() {
-            if self.hgetall {
+            if self.fields.hgetall {
                 pipe.cmd("HGETALL").arg(redis_key(key, self.project));
                 continue;
             }
             let hmget = pipe.cmd("HMGET").arg(redis_key(key, self.project));
-            for field in &self.fields {
+            for field in &self.fields.fields {
                 hmget.arg(&field[..]);
             }
-            hmget.arg(&self.ts);
+            hmget.arg(&self.fields.ts);
         }
     }
 
@@ -449,7 +504,7 @@ impl<'a> ReadPlan<'a> {
         out: &mut Vec<Option<&'v [u8]>>,
     ) -> Result<(), OnlineError> {
         let n = self.slots.len();
-        if !self.hgetall {
+        if !self.fields.hgetall {
             if reply.len() != n + 1 {
                 return Err(OnlineError::internal(format!(
                     "HMGET of {} fields answered {} values",
@@ -472,12 +527,15 @@ impl<'a> ReadPlan<'a> {
             let (Some(name), value) = (pair[0], pair[1]) else {
                 continue;
             };
-            if name == self.ts.as_bytes() {
+            if name == self.fields.ts.as_bytes() {
                 out[start + n] = value;
             } else if let Ok(field) = <[u8; 4]>::try_from(name)
-                && let Ok(at) = self.by_field.binary_search_by(|(f, _)| f.cmp(&field))
+                && let Ok(at) = self
+                    .fields
+                    .by_field
+                    .binary_search_by(|(f, _)| f.cmp(&field))
             {
-                out[start + self.by_field[at].1] = value;
+                out[start + self.fields.by_field[at].1] = value;
             }
         }
         Ok(())

@@ -433,11 +433,13 @@ pub async fn read_many_views(store: Arc<dyn OnlineStore>) {
             table: &a,
             keys: &a_keys,
             features: &["x"],
+            prepared: None,
         },
         ReadRequest {
             table: &b,
             keys: &b_keys,
             features: &["z"],
+            prepared: None,
         },
     ];
     let got = store.read_many(&requests).await.expect("read_many");
@@ -486,16 +488,19 @@ pub async fn read_many_equals_reads_at_every_size(store: Arc<dyn OnlineStore>) {
                 table: &a,
                 keys: &keys,
                 features: &["y", "x"],
+                prepared: None,
             },
             ReadRequest {
                 table: &b,
                 keys: shorter,
                 features: &["z"],
+                prepared: None,
             },
             ReadRequest {
                 table: &c,
                 keys: &keys,
                 features: &["w"],
+                prepared: None,
             },
         ];
         let many = store.read_many(&requests).await.expect("read_many");
@@ -560,11 +565,13 @@ pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) 
             table: &a,
             keys: &keys,
             features: &["z", "x", "y", "x"],
+            prepared: None,
         },
         ReadRequest {
             table: &b,
             keys: &keys[2..],
             features: &["w"],
+            prepared: None,
         },
     ];
     let batches = store.read_many(&requests).await.expect("read_many");
@@ -606,6 +613,33 @@ pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) 
         Some(&[][..]),
         "a written null is an empty cell"
     );
+
+    // Prepared reads visit the same rows; so do reads handed another request's preparation
+    // (a store must notice and ignore it).
+    let prepared_a = store.prepare_read(&a, requests[0].features);
+    let prepared_b = store.prepare_read(&b, requests[1].features);
+    for (for_a, for_b) in [
+        (prepared_a.as_ref(), prepared_b.as_ref()),
+        (prepared_b.as_ref(), prepared_a.as_ref()),
+    ] {
+        let mut with = requests;
+        with[0].prepared = for_a;
+        with[1].prepared = for_b;
+        let mut again: Vec<Visit> = Vec::new();
+        let mut visit = |r: usize, k: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
+            let cells = row.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+            again.push((r, k, row.event_ts, cells));
+            Ok(())
+        };
+        store
+            .read_rows(&with, &mut visit)
+            .await
+            .expect("prepared read_rows");
+        again.sort_by_key(|v| (v.0, v.1));
+        assert_eq!(again, visits, "prepared reads read what plain reads read");
+        let many = store.read_many(&with).await.expect("prepared read_many");
+        assert_eq!(many, batches, "prepared read_many");
+    }
 
     let mut calls = 0;
     let mut failing = |_: usize, _: usize, _: FoundRow<'_>| -> Result<(), OnlineError> {

@@ -85,6 +85,24 @@ async fn features_by_reference_and_by_service() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(server.state.snapshot.load().cached_plans(), 2);
+    // Names are looked up as read: one written with a JSON escape (`\u005f` is `_`) is the
+    // same name, and finds the same plan.
+    let (status, body) = server
+        .post_raw(
+            "/get-online-features",
+            concat!(
+                r#"{"features": ["driver_hourly_stats:conv\u005frate", "#,
+                r#""driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let response: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        response["metadata"]["feature_names"],
+        json!(["driver_id", "conv_rate", "avg_daily_trips"])
+    );
+    assert_eq!(server.state.snapshot.load().cached_plans(), 2);
     server.stop().await;
 }
 

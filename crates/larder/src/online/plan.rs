@@ -2,9 +2,9 @@
 //! once against a registry snapshot and reused for every request.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use larder_online::ViewTable;
+use larder_online::{PreparedRead, ViewTable};
 use larder_spec::{Definitions, FeatureSelection, ResolvedView, resolve_features};
 use larder_types::feast::FormatError;
 use larder_types::{ScalarType, ValueType};
@@ -51,6 +51,12 @@ pub(crate) struct PlanView {
     pub key_columns: Vec<usize>,
     /// Maximum age of a value in microseconds; 0 is unbounded.
     pub ttl_micros: i64,
+    /// What the store worked out for reading `features` of `table`, on the plan's first
+    /// read ([`OnlineStore::prepare_read`]); a cached plan spares every later request that
+    /// work.
+    ///
+    /// [`OnlineStore::prepare_read`]: larder_online::OnlineStore::prepare_read
+    pub prepared: OnceLock<Option<PreparedRead>>,
 }
 
 impl OnlinePlan {
@@ -171,5 +177,6 @@ fn plan_view(
         join_keys,
         key_columns: indices,
         ttl_micros,
+        prepared: OnceLock::new(),
     })
 }

@@ -4,14 +4,12 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
 use chrono::{DateTime, Utc};
 use larder_online::read::KeyIndex;
 use larder_online::{FoundRow, OnlineError, OnlineStore, ReadRequest};
-use larder_types::ValueType;
 use larder_types::feast::{
-    ByteRows, KeyVersion, Value, array_from_values, coerce_entity_value,
-    serialize_key_columns_into, serialize_single_key_into,
+    ByteRows, KeyVersion, Value, coerce_entity_value, serialize_key_values_into,
+    serialize_single_key_into,
 };
 
 use larder_types::feast::DUMMY_JOIN_KEY;
@@ -203,7 +201,6 @@ impl OnlineReader {
         coerced: &[Vec<Value>],
         rows: usize,
     ) -> Result<ByteRows, Error> {
-        let mut arrays: Vec<Option<ArrayRef>> = vec![None; plan.key_columns.len()];
         let mut keys =
             ByteRows::with_capacity(rows * plan.views.len(), rows * plan.views.len() * 32);
         let mut dummy = Vec::new();
@@ -228,25 +225,15 @@ impl OnlineReader {
                 }
                 continue;
             }
-            let mut columns = Vec::with_capacity(view.key_columns.len());
-            let mut types = Vec::with_capacity(view.key_columns.len());
-            for &k in &view.key_columns {
-                let ty = plan.key_columns[k].ty;
-                let array = match &arrays[k] {
-                    Some(array) => array.clone(),
-                    None => {
-                        let array =
-                            array_from_values(coerced[k].iter().map(Some), ValueType::Scalar(ty))
-                                .map_err(key_error)?;
-                        arrays[k] = Some(array.clone());
-                        array
-                    }
-                };
-                columns.push(array);
-                types.push(ty);
-            }
+            // The values were coerced to their entity's type: their keys are serialized as
+            // they are, with no Arrow array in between.
+            let columns: Vec<&[Value]> = view
+                .key_columns
+                .iter()
+                .map(|&k| coerced[k].as_slice())
+                .collect();
             let names: Vec<&str> = view.join_keys.iter().map(String::as_str).collect();
-            serialize_key_columns_into(&names, &columns, &types, self.key_version, &mut keys)
+            serialize_key_values_into(&names, &columns, self.key_version, &mut keys)
                 .map_err(key_error)?;
         }
         Ok(keys)
@@ -299,6 +286,10 @@ async fn read_part(
             table: &view.table,
             keys: index.unique(),
             features,
+            prepared: view
+                .prepared
+                .get_or_init(|| store.prepare_read(&view.table, features))
+                .as_ref(),
         })
         .collect();
     // Per view, per distinct key, per feature: the cell, row-major; a key the store does

@@ -2,6 +2,7 @@
 //! column-oriented body of `POST /get-online-features` (feast-behaviour.md §7, §8.1).
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use larder_types::feast::{Value, write_value_json};
 
@@ -171,6 +172,9 @@ impl OnlineResponse {
             write_json_str(name, "", out);
         }
         out.push_str("]},\"results\":[");
+        // The features of a view share their rows' event times: a time written before is
+        // copied, not formatted again.
+        let mut last_ts: Option<(i64, Range<usize>)> = None;
         for (i, vector) in self.results.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -186,7 +190,16 @@ impl OnlineResponse {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_rfc3339(micros, out);
+                    match &last_ts {
+                        Some((last, text)) if *last == micros => {
+                            out.extend_from_within(text.clone());
+                        }
+                        _ => {
+                            let start = out.len();
+                            write_rfc3339(micros, out);
+                            last_ts = Some((micros, start..out.len()));
+                        }
+                    }
                 }
                 out.push(']');
             }
