@@ -13,7 +13,7 @@ use arrow::datatypes::SchemaRef;
 use foldhash::fast::RandomState;
 
 use crate::error::OnlineError;
-use crate::store::read_schema;
+use crate::store::{FoundRow, RowVisitor, read_schema};
 
 /// The distinct keys of a read request, and for each requested position its distinct slot,
 /// so a backend fetches every key once and fans the rows back out in request order.
@@ -137,6 +137,30 @@ impl<'f> FeatureSlots<'f> {
             return Cow::Borrowed(by_slot);
         }
         Cow::Owned(self.column_slot.iter().map(|&slot| by_slot[slot]).collect())
+    }
+
+    /// Hands a row of request `request` found at key position `key`, with its values by
+    /// slot, to a [`read_rows`](crate::OnlineStore::read_rows) visitor as the request's
+    /// columns; a key not found (`None`) is not visited.
+    pub fn visit(
+        &self,
+        visit: &mut RowVisitor<'_>,
+        request: usize,
+        key: usize,
+        found: Option<(i64, &[Option<&[u8]>])>,
+    ) -> Result<(), OnlineError> {
+        let Some((event_ts, by_slot)) = found else {
+            return Ok(());
+        };
+        let values = self.by_column(by_slot);
+        visit(
+            request,
+            key,
+            FoundRow {
+                event_ts,
+                values: &values,
+            },
+        )
     }
 
     /// Like [`find`](Self::find), trying slot `*hint` first and leaving the next slot in

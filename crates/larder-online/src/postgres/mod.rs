@@ -34,7 +34,7 @@ use self::pool::{PgPool, STORE, is_missing_table, is_transient, query_error};
 use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
-use crate::store::{FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable};
+use crate::store::{OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable};
 
 /// Attempts of a write transaction that Postgres aborted as a deadlock or serialization
 /// failure (two writers on the same keys in different orders).
@@ -184,19 +184,7 @@ impl OnlineStore for PostgresOnlineStore {
     ) -> Result<(), OnlineError> {
         self.query_views(requests, |r, rows, index, slots| {
             self.walk_view(&requests[r], rows, index, slots, |key, found| {
-                let Some((event_ts, values)) = found else {
-                    return Ok(());
-                };
-                // Values come by distinct feature; the visitor wants request columns.
-                let values = slots.by_column(values);
-                visit(
-                    r,
-                    key,
-                    FoundRow {
-                        event_ts,
-                        values: &values,
-                    },
-                )
+                slots.visit(visit, r, key, found)
             })
         })
         .await

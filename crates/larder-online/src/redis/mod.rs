@@ -34,7 +34,7 @@ use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, KeyIndex, ReadBatchBuilder};
 use crate::store::{
-    FoundRow, OnlineCapabilities, OnlineStore, PreparedRead, ReadRequest, RowVisitor, ViewTable,
+    OnlineCapabilities, OnlineStore, PreparedRead, ReadRequest, RowVisitor, ViewTable,
 };
 
 /// Rows per `EVALSHA` on a standalone or sentinel deployment (one script call upserts this
@@ -328,19 +328,7 @@ impl OnlineStore for RedisOnlineStore {
         let plans: Vec<ReadPlan<'_>> = requests.iter().map(ReadPlan::new).collect();
         self.with_replies(&plans, |values, spans| {
             walk(requests, &plans, values, spans, |r, key, found| {
-                let Some((event_ts, values)) = found else {
-                    return Ok(());
-                };
-                // Values come by distinct feature; the visitor wants them by request column.
-                let values = plans[r].slots.by_column(values);
-                visit(
-                    r,
-                    key,
-                    FoundRow {
-                        event_ts,
-                        values: &values,
-                    },
-                )
+                plans[r].slots.visit(visit, r, key, found)
             })
         })
         .await

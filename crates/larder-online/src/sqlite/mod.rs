@@ -30,7 +30,7 @@ use crate::batch::WriteRows;
 use crate::error::OnlineError;
 use crate::read::{FeatureSlots, ReadBatchBuilder, all_missing};
 use crate::store::{
-    FoundRow, OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable, WriteOrderFn,
+    OnlineCapabilities, OnlineStore, ReadRequest, RowVisitor, ViewTable, WriteOrderFn,
     visit_batches,
 };
 
@@ -212,19 +212,7 @@ impl OnlineStore for SqliteOnlineStore {
                     let sql = TableSql::of(&request.table.project, &request.table.view);
                     let slots = FeatureSlots::new(request.features);
                     walk_view(conn, &sql, request.keys, &slots, |key, found| {
-                        let Some((event_ts, values)) = found else {
-                            return Ok(());
-                        };
-                        // Values come by distinct feature; the visitor wants request columns.
-                        let values = slots.by_column(values);
-                        visit(
-                            r,
-                            key,
-                            FoundRow {
-                                event_ts,
-                                values: &values,
-                            },
-                        )
+                        slots.visit(visit, r, key, found)
                     })?;
                 }
                 Ok(())
