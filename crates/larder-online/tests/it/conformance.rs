@@ -531,6 +531,22 @@ pub async fn read_many_equals_reads_at_every_size(store: Arc<dyn OnlineStore>) {
 /// One visit of `read_rows`: request, key position, event time, cells.
 type Visit = (usize, usize, i64, Vec<Option<Vec<u8>>>);
 
+/// What `read_rows` of `requests` visits, copied out and sorted by (request, key).
+async fn visited(store: &dyn OnlineStore, requests: &[ReadRequest<'_>]) -> Vec<Visit> {
+    let mut visits: Vec<Visit> = Vec::new();
+    let mut visit = |r: usize, k: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
+        let cells = row.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+        visits.push((r, k, row.event_ts, cells));
+        Ok(())
+    };
+    store
+        .read_rows(requests, &mut visit)
+        .await
+        .expect("read_rows");
+    visits.sort_by_key(|v| (v.0, v.1));
+    visits
+}
+
 /// `read_rows` visits exactly the found rows of `read_many`, with the same cells, in
 /// request column order (a name requested twice included); a visitor error ends the read.
 pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) {
@@ -586,17 +602,7 @@ pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) 
     }
     assert_eq!(expected.len(), 6 + 3, "the found keys of both views");
 
-    let mut visits: Vec<Visit> = Vec::new();
-    let mut visit = |r: usize, k: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
-        let cells = row.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
-        visits.push((r, k, row.event_ts, cells));
-        Ok(())
-    };
-    store
-        .read_rows(&requests, &mut visit)
-        .await
-        .expect("read_rows");
-    visits.sort_by_key(|v| (v.0, v.1));
+    let visits = visited(&*store, &requests).await;
     assert_eq!(visits, expected);
     // Spot checks against what was written: id 4 lacks `y`, id 2's `z` is a written null.
     let id4 = &visits[0];
@@ -625,18 +631,11 @@ pub async fn read_rows_visits_what_read_many_reads(store: Arc<dyn OnlineStore>) 
         let mut with = requests;
         with[0].prepared = for_a;
         with[1].prepared = for_b;
-        let mut again: Vec<Visit> = Vec::new();
-        let mut visit = |r: usize, k: usize, row: FoundRow<'_>| -> Result<(), OnlineError> {
-            let cells = row.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
-            again.push((r, k, row.event_ts, cells));
-            Ok(())
-        };
-        store
-            .read_rows(&with, &mut visit)
-            .await
-            .expect("prepared read_rows");
-        again.sort_by_key(|v| (v.0, v.1));
-        assert_eq!(again, visits, "prepared reads read what plain reads read");
+        assert_eq!(
+            visited(&*store, &with).await,
+            visits,
+            "prepared reads read what plain reads read"
+        );
         let many = store.read_many(&with).await.expect("prepared read_many");
         assert_eq!(many, batches, "prepared read_many");
     }
