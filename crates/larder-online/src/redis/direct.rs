@@ -360,9 +360,13 @@ async fn run(lane: &Lane, mut stream: TcpStream) -> Failed {
                     Ok(Parse::More) => break,
                     Ok(Parse::Done) => {
                         let used = replies.consumed();
+                        // The next answer gets room for as many replies and items as
+                        // this one: parsing then grows no vector (a 100-entity read's
+                        // items grew a dozen times, 3% of its request).
+                        let sized = replies.with_room_alike();
                         let answer = Answer {
                             buf: buf[start..start + used].to_vec(),
-                            replies: std::mem::take(&mut replies),
+                            replies: std::mem::replace(&mut replies, sized),
                         };
                         start += used;
                         let waiter = {

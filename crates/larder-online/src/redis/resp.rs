@@ -153,6 +153,15 @@ impl Replies {
     pub fn consumed(&self) -> usize {
         self.pos
     }
+
+    /// Empty replies with room for as many replies and items as these hold.
+    pub fn with_room_alike(&self) -> Self {
+        Replies {
+            pos: 0,
+            replies: Vec::with_capacity(self.replies.len()),
+            items: Vec::with_capacity(self.items.len()),
+        }
+    }
 }
 
 /// The line starting at `at` (without `\r\n`) and where the next one starts; None when the
