@@ -192,7 +192,7 @@ fn main() {
             let start = Instant::now();
             response.write_http_json(&mut body);
             let json = start.elapsed();
-            assert_eq!(response.results.len(), 17);
+            assert_eq!(response.num_columns(), 17);
             if iteration >= WARMUP {
                 reads.push(read);
                 store_reads.push(store_read);

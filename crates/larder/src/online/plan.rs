@@ -10,6 +10,7 @@ use larder_types::feast::FormatError;
 use larder_types::{ScalarType, ValueType};
 
 use super::OnlineRequestError;
+use super::response::OutputNames;
 use crate::error::Error;
 
 /// A feature selection resolved against one registry snapshot: per view its online table,
@@ -27,6 +28,8 @@ pub struct OnlinePlan {
     pub(crate) key_columns: Arc<[KeyColumn]>,
     /// In order of first reference.
     pub(crate) views: Arc<[PlanView]>,
+    /// The views' output names, in response order; every response of the plan shares them.
+    pub(crate) outputs: Arc<OutputNames>,
 }
 
 /// An entity column a view's key is built from, and the type its values are read as.
@@ -85,9 +88,11 @@ impl OnlinePlan {
         {
             return Err(OnlineRequestError::NameCollision { name: name.clone() }.into());
         }
+        let outputs = OutputNames::new(views.iter().flat_map(|v| v.outputs.clone()).collect());
         Ok(OnlinePlan {
             key_columns: key_columns.into(),
             views: views.into(),
+            outputs: Arc::new(outputs),
         })
     }
 

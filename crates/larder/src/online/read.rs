@@ -15,7 +15,8 @@ use larder_types::feast::{
 use larder_types::feast::DUMMY_JOIN_KEY;
 
 use super::plan::{OnlinePlan, PlanView};
-use super::{EntityColumns, FeatureVector, FieldStatus, OnlineRequestError, OnlineResponse};
+use super::response::Cells;
+use super::{EntityColumns, FieldStatus, OnlineRequestError, OnlineResponse};
 use crate::error::Error;
 
 /// Reads compiled plans from one online store. Cheap to clone and share: it is the store
@@ -97,46 +98,37 @@ impl OnlineReader {
             coerced.push(values);
         }
 
-        let feature_count: usize = plan.views.iter().map(|v| v.features.len()).sum();
-        let mut response = OnlineResponse {
-            feature_names: Vec::with_capacity(entities.columns().len() + feature_count),
-            results: Vec::with_capacity(entities.columns().len() + feature_count),
-        };
+        let echoed = echoed_keys(entities, &sources);
+        let mut response = OnlineResponse::with_names(
+            echoed
+                .iter()
+                .map(|&(column, _)| entities.columns()[column].0.clone())
+                .collect(),
+            plan.outputs.clone(),
+            rows,
+        );
         if rows == 0 {
-            echo_join_keys(entities, &sources, coerced, &mut response);
-            for view in plan.views.iter() {
-                for output in &view.outputs {
-                    response.feature_names.push(output.clone());
-                    response.results.push(FeatureVector::default());
-                }
-            }
             return Ok(response);
         }
 
         let keys = self.serialize_keys(plan, &coerced, rows)?;
+        echo_join_keys(&echoed, coerced, response.cells_mut());
         let keys_total = rows * plan.views.len();
         let split = self.split_reads && rows >= 2 && keys_total >= SPLIT_READ_KEYS;
-        let columns = if split && self.store.split_read_hint() {
-            self.read_split(plan, keys, rows, now).await?
+        if split && self.store.split_read_hint() {
+            self.read_split(plan, keys, rows, now, response.cells_mut())
+                .await?;
         } else {
-            let part = Part {
-                rows: 0..rows,
-                capacity: rows,
-            };
             read_part(
                 &*self.store,
                 plan,
                 &keys,
                 rows,
-                part,
+                0..rows,
                 now.timestamp_micros(),
+                response.cells_mut(),
             )
-            .await?
-        };
-        echo_join_keys(entities, &sources, coerced, &mut response);
-        for (name, vector) in columns {
-            response.feature_names.push(name);
-            response.results.push(vector);
+            .await?;
         }
         Ok(response)
     }
@@ -154,44 +146,52 @@ impl OnlineReader {
         keys: ByteRows,
         rows: usize,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, FeatureVector)>, Error> {
+        out: &mut Cells,
+    ) -> Result<(), Error> {
         let now = now.timestamp_micros();
         let mid = rows / 2;
+        let features = plan.outputs.len();
         let keys = Arc::new(keys);
         let other = {
             let (store, plan, keys) = (self.store.clone(), plan.clone(), keys.clone());
             let runtime = tokio::runtime::Handle::current();
-            let part = Part {
-                rows: mid..rows,
-                capacity: rows - mid,
-            };
             tokio::task::spawn_blocking(move || {
-                runtime.block_on(read_part(&*store, &plan, &keys, rows, part, now))
+                let mut tail = Cells::with_capacity(features * (rows - mid));
+                runtime
+                    .block_on(read_part(
+                        &*store,
+                        &plan,
+                        &keys,
+                        rows,
+                        mid..rows,
+                        now,
+                        &mut tail,
+                    ))
+                    .map(|()| tail)
             })
         };
-        // The first half's vectors take the second's values after it: room for all rows.
-        let part = Part {
-            rows: 0..mid,
-            capacity: rows,
-        };
-        let head = read_part(&*self.store, plan, &keys, rows, part, now).await;
+        let mut head = Cells::with_capacity(features * mid);
+        let head_read = read_part(&*self.store, plan, &keys, rows, 0..mid, now, &mut head).await;
         let tail = other
             .await
-            .map_err(|e| internal(format!("the second half of a split read failed: {e}")))??;
-        let mut head = head?;
-        if head.len() != tail.len() {
+            .map_err(|e| internal(format!("the second half of a split read failed: {e}")))?;
+        head_read?;
+        let mut tail = tail?;
+        if head.len() != features * mid || tail.len() != features * (rows - mid) {
             return Err(internal(format!(
-                "the halves of a split read have {} and {} columns",
+                "the halves of a split read have {} and {} cells, expected {} and {}",
                 head.len(),
-                tail.len()
+                tail.len(),
+                features * mid,
+                features * (rows - mid)
             )));
         }
-        for ((_, first), (_, second)) in head.iter_mut().zip(tail) {
-            first.values.extend(second.values);
-            first.statuses.extend(second.statuses);
-            first.event_timestamps.extend(second.event_timestamps);
+        // Each column's first half, then its second.
+        for c in 0..features {
+            head.move_column(c, mid, out);
+            tail.move_column(c, rows - mid, out);
         }
-        Ok(head)
+        Ok(())
     }
 
     /// The entity key of every row for every view, view after view (`rows` keys each).
@@ -244,26 +244,17 @@ impl OnlineReader {
 /// splitting pays ([`OnlineStore::split_read_hint`]).
 const SPLIT_READ_KEYS: usize = 48;
 
-/// Which entity rows a [`read_part`] reads, and how many values its vectors make room for.
-struct Part {
-    rows: Range<usize>,
-    capacity: usize,
-}
-
 /// Reads the entity rows `part` of `keys` (the keys of `rows` rows, view after view) and
-/// returns each requested feature's output name and values, in response order.
+/// appends each requested feature's column (`part.len()` cells) to `out`, in response order.
 async fn read_part(
     store: &dyn OnlineStore,
     plan: &OnlinePlan,
     keys: &ByteRows,
     rows: usize,
-    part: Part,
+    part: Range<usize>,
     now: i64,
-) -> Result<Vec<(String, FeatureVector)>, Error> {
-    let Part {
-        rows: part,
-        capacity,
-    } = part;
+    out: &mut Cells,
+) -> Result<(), Error> {
     let indexes: Vec<KeyIndex<'_>> = (0..plan.views.len())
         .map(|v| {
             KeyIndex::new(
@@ -323,36 +314,35 @@ async fn read_part(
         Ok(())
     };
     store.read_rows(&requests, &mut visit).await?;
-    let mut columns = Vec::with_capacity(features.iter().map(Vec::len).sum());
     for ((view, index), cells) in plan.views.iter().zip(&indexes).zip(cells) {
-        assemble_view(view, index, cells, capacity, &mut columns);
+        assemble_view(view, index, cells, out);
     }
-    Ok(columns)
+    Ok(())
 }
 
-/// The response's first columns: each entity column that is a join key, in request order,
-/// holding the values as read (coerced), `PRESENT` at the epoch.
-fn echo_join_keys(
-    entities: &EntityColumns,
-    sources: &[usize],
-    coerced: Vec<Vec<Value>>,
-    response: &mut OnlineResponse,
-) {
+/// The join key columns a response echoes first: each entity column that is a join key, in
+/// request order, with the plan key column its values are read as (the first one read from
+/// it: a column that two views type differently is echoed as the first view reads it).
+fn echoed_keys(entities: &EntityColumns, sources: &[usize]) -> Vec<(usize, usize)> {
+    (0..entities.columns().len())
+        .filter_map(|column| {
+            let key = sources.iter().position(|&s| s == column)?;
+            Some((column, key))
+        })
+        .collect()
+}
+
+/// Appends the echoed join key columns' cells: the values as read (coerced), `PRESENT` at
+/// the epoch.
+fn echo_join_keys(echoed: &[(usize, usize)], coerced: Vec<Vec<Value>>, out: &mut Cells) {
     let mut coerced: Vec<Option<Vec<Value>>> = coerced.into_iter().map(Some).collect();
-    for (i, (name, _)) in entities.columns().iter().enumerate() {
-        // The first plan column read from entity column i (a column that two views type
-        // differently is echoed as the first view reads it).
-        let Some(key) = sources.iter().position(|&s| s == i) else {
-            continue;
-        };
+    for &(_, key) in echoed {
         let values = coerced[key].take().unwrap_or_default();
         let rows = values.len();
-        response.feature_names.push(name.clone());
-        response.results.push(FeatureVector {
-            values,
-            statuses: vec![FieldStatus::Present; rows],
-            event_timestamps: vec![0; rows],
-        });
+        out.values.extend(values);
+        out.statuses
+            .extend(std::iter::repeat_n(FieldStatus::Present, rows));
+        out.event_timestamps.extend(std::iter::repeat_n(0, rows));
     }
 }
 
@@ -449,13 +439,7 @@ impl Cell {
 
 /// Appends one column per requested feature of `view`, fanning the cells read (row-major,
 /// one row per distinct key) back out to the entity rows.
-fn assemble_view(
-    view: &PlanView,
-    index: &KeyIndex<'_>,
-    mut cells: Vec<Cell>,
-    capacity: usize,
-    columns: &mut Vec<(String, FeatureVector)>,
-) {
+fn assemble_view(view: &PlanView, index: &KeyIndex<'_>, mut cells: Vec<Cell>, out: &mut Cells) {
     let n = view.features.len();
     let slots = index.slots();
     // The last entity row reading each distinct key: it takes the value, earlier ones
@@ -464,8 +448,7 @@ fn assemble_view(
     for (row, &slot) in slots.iter().enumerate() {
         last[slot] = row;
     }
-    for (f, output) in view.outputs.iter().enumerate() {
-        let mut vector = FeatureVector::with_capacity(capacity.max(slots.len()));
+    for f in 0..view.outputs.len() {
         for (row, &slot) in slots.iter().enumerate() {
             let cell = &mut cells[slot * n + f];
             let value = if last[slot] == row {
@@ -473,9 +456,8 @@ fn assemble_view(
             } else {
                 cell.value.clone()
             };
-            vector.push(value, cell.status, cell.event_ts);
+            out.push(value, cell.status, cell.event_ts);
         }
-        columns.push((output.clone(), vector));
     }
 }
 

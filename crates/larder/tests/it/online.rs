@@ -153,11 +153,13 @@ async fn applied_repo_reads_back_what_was_written() {
         .await
         .expect("read");
     assert_eq!(
-        response.feature_names,
+        response.feature_names().collect::<Vec<_>>(),
         ["driver_id", "tags", "conv_rate", "trips"]
     );
     let values = |i: usize| -> Vec<Json> {
-        response.results[i]
+        response
+            .column_at(i)
+            .expect("column")
             .values
             .iter()
             .map(value_to_json)
@@ -187,15 +189,15 @@ async fn applied_repo_reads_back_what_was_written() {
     );
     use FieldStatus::{NotFound, NullValue, OutsideMaxAge, Present};
     assert_eq!(
-        response.results[2].statuses,
+        response.column_at(2).expect("column").statuses,
         [Present, OutsideMaxAge, NullValue, NotFound, Present]
     );
     assert_eq!(
-        response.results[1].statuses,
+        response.column_at(1).expect("column").statuses,
         [Present, NotFound, NotFound, NotFound, Present]
     );
     assert_eq!(
-        response.results[2].event_timestamps,
+        response.column_at(2).expect("column").event_timestamps,
         [NOW - HOUR, NOW - 3 * HOUR, NOW - 1_500_000, 0, NOW - HOUR]
     );
 
@@ -243,7 +245,10 @@ async fn key_version_2_and_clear_errors() {
         .get_online_features(request(&["driver_stats:trips"], vec![json!(1)], false))
         .await
         .expect("read");
-    assert_eq!(value_to_json(&response.results[1].values[0]), json!(12));
+    assert_eq!(
+        value_to_json(&response.column_at(1).expect("column").values[0]),
+        json!(12)
+    );
 
     let err = store
         .get_online_features(request(&["driver_stats:speed"], vec![json!(1)], false))

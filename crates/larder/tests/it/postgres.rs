@@ -171,9 +171,14 @@ async fn apply_materialize_and_read_through_postgres() {
             full_feature_names: false,
         };
         let response = store.get_online_features(request).await.unwrap();
-        assert_eq!(response.feature_names, ["driver_id", "conv_rate", "city"]);
+        assert_eq!(
+            response.feature_names().collect::<Vec<_>>(),
+            ["driver_id", "conv_rate", "city"]
+        );
         let values = |i: usize| -> Vec<Json> {
-            response.results[i]
+            response
+                .column_at(i)
+                .expect("column")
                 .values
                 .iter()
                 .map(value_to_json)
@@ -186,7 +191,7 @@ async fn apply_materialize_and_read_through_postgres() {
         );
         use FieldStatus::{NotFound, NullValue, Present};
         assert_eq!(
-            response.results[1].statuses,
+            response.column_at(1).expect("column").statuses,
             [Present, Present, NullValue, NotFound]
         );
 

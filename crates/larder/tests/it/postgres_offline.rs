@@ -201,7 +201,9 @@ feature_views:
         .get_online_features(online(vec![json!(1), json!(2)]))
         .await
         .expect("online read");
-    let trips: Vec<_> = response.results[1]
+    let trips: Vec<_> = response
+        .column_at(1)
+        .expect("column")
         .values
         .iter()
         .map(value_to_json)

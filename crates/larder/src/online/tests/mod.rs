@@ -265,13 +265,13 @@ type Expected = (Json, FieldStatus, i64);
 #[track_caller]
 fn check(response: &OnlineResponse, expected: &[(&str, Vec<Expected>)]) {
     let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
-    assert_eq!(response.feature_names, names);
-    for ((name, cells), vector) in expected.iter().zip(&response.results) {
+    assert_eq!(response.feature_names().collect::<Vec<_>>(), names);
+    for ((name, cells), vector) in expected.iter().zip(response.columns()) {
         let actual: Vec<Expected> = vector
             .values
             .iter()
-            .zip(&vector.statuses)
-            .zip(&vector.event_timestamps)
+            .zip(vector.statuses)
+            .zip(vector.event_timestamps)
             .map(|((v, s), t)| (value_to_json(v), *s, *t))
             .collect();
         assert_eq!(&actual, cells, "column `{name}`");

@@ -158,7 +158,9 @@ async fn duplicate_rows_are_read_once_and_fanned_out() {
         )
         .await
         .expect("read");
-    let notes: Vec<Json> = response.results[1]
+    let notes: Vec<Json> = response
+        .column_at(1)
+        .expect("column")
         .values
         .iter()
         .map(value_to_json)
@@ -174,7 +176,7 @@ async fn duplicate_rows_are_read_once_and_fanned_out() {
         ]
     );
     assert_eq!(
-        response.results[1].statuses,
+        response.column_at(1).expect("column").statuses,
         [Present, Present, Present, NotFound, Present]
     );
     assert_eq!(*fx.store.keys_per_view.lock().expect("lock"), [3]);
@@ -215,7 +217,7 @@ async fn one_store_round_trip_per_request() {
         .expect("read");
     assert_eq!(fx.read_manys(), 2);
     assert_eq!(
-        response.feature_names,
+        response.feature_names().collect::<Vec<_>>(),
         [
             "driver_id",
             "customer_id",
@@ -225,7 +227,7 @@ async fn one_store_round_trip_per_request() {
             "rides"
         ]
     );
-    assert!(response.results.iter().all(FeatureVector::is_empty));
+    assert!(response.columns().all(|c| c.is_empty()));
     let mut body = String::new();
     response.write_http_json(&mut body);
     assert_eq!(
@@ -294,9 +296,9 @@ async fn a_split_read_answers_like_one_read() {
         .expect("split read");
     assert_eq!(fx.read_manys(), 3, "one read_many per half");
     assert_eq!(split, whole);
-    assert_eq!(split.results[2].len(), ids.len());
+    assert_eq!(split.column_at(2).expect("column").len(), ids.len());
     // Spot checks against the stored rows.
-    let trips = &split.results[3];
+    let trips = &split.column_at(3).expect("column");
     assert_eq!(trips.statuses[7], NotFound, "7 % 7 == 0: not stored");
     assert_eq!(
         (&trips.values[8], trips.statuses[8]),
@@ -305,7 +307,7 @@ async fn a_split_read_answers_like_one_read() {
     assert_eq!(trips.statuses[9], OutsideMaxAge);
     assert_eq!(trips.statuses[85], NotFound, "unknown key");
     assert_eq!(trips.values[96], Value::int64(5));
-    assert_eq!(split.results[4].statuses[10], NullValue);
+    assert_eq!(split.column_at(4).expect("column").statuses[10], NullValue);
 }
 
 #[tokio::test]
@@ -326,12 +328,12 @@ async fn names_follow_views_in_first_reference_then_request_order() {
     let response = fx.read(&refs, false, entities(), T0).await.expect("read");
     // Join keys in request order (unknown columns dropped), then views by first reference.
     assert_eq!(
-        response.feature_names,
+        response.feature_names().collect::<Vec<_>>(),
         ["customer_id", "driver_id", "note", "conv_rate", "balance"]
     );
     let response = fx.read(&refs, true, entities(), T0).await.expect("read");
     assert_eq!(
-        response.feature_names,
+        response.feature_names().collect::<Vec<_>>(),
         [
             "customer_id",
             "driver_id",
@@ -400,10 +402,9 @@ async fn service_with_alias_and_join_key_map() {
             .read(&plan, &entities, at(T0))
             .await
             .expect("read");
-        assert_eq!(response.feature_names, names);
+        assert_eq!(response.feature_names().collect::<Vec<_>>(), names);
         let values: Vec<Json> = response
-            .results
-            .iter()
+            .columns()
             .map(|v| value_to_json(&v.values[0]))
             .collect();
         assert_eq!(
