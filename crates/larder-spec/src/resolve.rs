@@ -8,7 +8,7 @@ use larder_types::{FeatureRef, ObjectName};
 use crate::model::{Definitions, FeatureView, Field};
 
 /// What a caller asks for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FeatureSelection {
     /// `view:feature` references, in output order.
     Refs(Vec<FeatureRef>),

@@ -3,17 +3,23 @@
 //! shape of the Feast peer's `sdk_requests_{1,100}.jsonl`). Used by `bench/online`.
 //!
 //! ```sh
-//! cargo run --release -p larder --example online_latency -- REPO REQUESTS.jsonl [--calls N] [--warmup N]
+//! cargo run --release -p larder --example online_latency -- REPO REQUESTS.jsonl [--calls N] [--warmup N] [--mode M]
 //! ```
 //!
-//! Prints one line `RESULT {json}` with p50/p90/p99/mean/max in milliseconds. Each call is a
-//! full `OnlineReader::read` (entity coercion, key serialization, one store round trip,
-//! decoding, statuses) on a plan built once, as the feature server does.
+//! Prints one line `RESULT {json}` with p50/p90/p99/mean/max in milliseconds. By default
+//! (`--mode plan`) each call is a full `OnlineReader::read` (entity coercion, key
+//! serialization, one store round trip, decoding, statuses) on a plan built once, as the
+//! feature server does. `--mode sdk` calls `FeatureStore::get_online_features` instead (its
+//! cached plan; the call takes a copy of the request's entity columns), and `--mode
+//! compile` compiles the plan from the registry snapshot on every call, then reads (what
+//! `get_online_features` did before it cached plans).
 
 use std::time::Instant;
 
 use larder::types::FeatureRef;
-use larder::{EntityColumns, FeatureSelection, FeatureStore, OnlinePlan, OpenOptions};
+use larder::{
+    EntityColumns, FeatureSelection, FeatureStore, OnlineFeaturesRequest, OnlinePlan, OpenOptions,
+};
 
 #[derive(serde::Deserialize)]
 struct Request {
@@ -28,8 +34,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: online_latency REPO REQUESTS.jsonl [--calls N] [--warmup N] [--no-split-reads]";
+    let usage = "usage: online_latency REPO REQUESTS.jsonl [--calls N] [--warmup N] [--no-split-reads] [--mode plan|sdk|compile]";
     let (repo, requests) = match (args.first(), args.get(1)) {
         (Some(repo), Some(requests)) => (repo.clone(), requests.clone()),
         _ => return Err(usage.into()),
@@ -41,6 +46,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let (calls, warmup) = (flag("--calls", 1000)?, flag("--warmup", 100)?);
+    let mode = match args.iter().position(|a| a == "--mode") {
+        Some(i) => args.get(i + 1).ok_or(usage)?.clone(),
+        None => "plan".to_owned(),
+    };
+    if !matches!(mode.as_str(), "plan" | "sdk" | "compile") {
+        return Err(format!("--mode {mode}: expected plan, sdk or compile").into());
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -60,15 +72,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|f| f.parse::<FeatureRef>())
             .collect::<Result<Vec<_>, _>>()?;
+        let selection = FeatureSelection::Refs(refs);
         let defs = store.applied_definitions().await?;
-        let plan = OnlinePlan::new(&defs, &FeatureSelection::Refs(refs), false)?;
+        let plan = OnlinePlan::new(&defs, &selection, false)?;
         let split = !args.iter().any(|a| a == "--no-split-reads");
         let reader = store.online_reader()?.with_split_reads(split);
         let rows = first.entities.num_rows();
+        let call = async |entities: &EntityColumns| match mode.as_str() {
+            "sdk" => {
+                store
+                    .get_online_features(OnlineFeaturesRequest {
+                        features: selection.clone(),
+                        entities: entities.clone(),
+                        full_feature_names: false,
+                    })
+                    .await
+            }
+            "compile" => {
+                let defs = store.applied_definitions().await?;
+                let plan = OnlinePlan::new(&defs, &selection, false)?;
+                reader.read(&plan, entities, store.now()).await
+            }
+            _ => reader.read(&plan, entities, store.now()).await,
+        };
 
         let mut found = 0usize;
         for request in requests.iter().take(warmup) {
-            reader.read(&plan, &request.entities, store.now()).await?;
+            call(&request.entities).await?;
         }
         let measured: Vec<&Request> = requests.iter().skip(warmup).take(calls).collect();
         let measured = if measured.is_empty() {
@@ -80,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         for request in &measured {
             let t = Instant::now();
-            let response = reader.read(&plan, &request.entities, store.now()).await?;
+            let response = call(&request.entities).await?;
             latencies.push(t.elapsed().as_secs_f64() * 1e3);
             found += response.num_rows();
         }
@@ -91,6 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "RESULT {}",
             serde_json::json!({
                 "op": "online",
+                "mode": mode,
                 "entities_per_call": rows,
                 "features_per_call": first.features.len(),
                 "calls": latencies.len(),

@@ -72,6 +72,8 @@ pub struct FeatureStore {
     online: OnceLock<Option<Arc<dyn OnlineStore>>>,
     /// The current time: ttl checks and incremental windows; injectable for tests.
     clock: Clock,
+    /// Plans `get_online_features` compiled against the current registry snapshot.
+    pub(crate) online_plans: crate::online::PlanCache,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -119,6 +121,7 @@ impl FeatureStore {
             offline: OnceLock::new(),
             online: OnceLock::new(),
             clock: Arc::new(chrono::Utc::now),
+            online_plans: Default::default(),
         })
     }
 

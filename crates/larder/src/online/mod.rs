@@ -11,8 +11,10 @@ mod plan;
 mod read;
 mod response;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use larder_registry::Snapshot;
 use larder_spec::{Definitions, FeatureSelection};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
@@ -172,16 +174,117 @@ impl FeatureStore {
 
     /// The latest feature values for entity rows, from the online store, as applied in the
     /// registry. Statuses are judged at [`FeatureStore::now`]. See [`OnlineReader::read`]
-    /// for the semantics; a server compiles [`OnlinePlan`]s once and calls the reader
-    /// directly.
+    /// for the semantics. The request's [`OnlinePlan`] is compiled once per registry
+    /// snapshot and selection ([`online_plan`](Self::online_plan)).
     pub async fn get_online_features(
         &self,
         request: OnlineFeaturesRequest,
     ) -> Result<OnlineResponse, Error> {
         let reader = self.online_reader()?;
-        let defs = self.applied_definitions().await?;
-        let plan = OnlinePlan::new(&defs, &request.features, request.full_feature_names)?;
+        let plan = self
+            .online_plan(&request.features, request.full_feature_names)
+            .await?;
         reader.read(&plan, &request.entities, self.now()).await
+    }
+
+    /// The plan of `selection` against the current registry snapshot: compiled on first use,
+    /// then taken from this store's cache until the snapshot changes (a registry refresh
+    /// that finds a new version). Errors as [`OnlinePlan::new`], or when the project was
+    /// never applied.
+    pub async fn online_plan(
+        &self,
+        selection: &FeatureSelection,
+        full_feature_names: bool,
+    ) -> Result<OnlinePlan, Error> {
+        let mut snapshot = self.snapshot().await?;
+        if snapshot.project(self.project()).is_none() {
+            // Refreshed once when the cached snapshot does not know the project yet.
+            snapshot = self.project_state().await?.0;
+        }
+        if let Some(plan) = self
+            .online_plans
+            .get(&snapshot, selection, full_feature_names)
+        {
+            return Ok(plan);
+        }
+        let Some(state) = snapshot.project(self.project()) else {
+            return Err(Error::Registry(
+                larder_registry::RegistryError::ProjectNotFound {
+                    project: self.project().to_string(),
+                },
+            ));
+        };
+        let plan = OnlinePlan::new(&state.definitions(), selection, full_feature_names)?;
+        self.online_plans.insert(
+            &snapshot,
+            selection.clone(),
+            full_feature_names,
+            plan.clone(),
+        );
+        Ok(plan)
+    }
+}
+
+/// Plans cached per selection for one registry snapshot; a new snapshot empties it.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache {
+    inner: Mutex<CachedPlans>,
+}
+
+#[derive(Debug, Default)]
+struct CachedPlans {
+    /// The snapshot the plans were compiled against (held, so that it is compared by
+    /// identity and never mistaken for a later one at the same address).
+    snapshot: Option<Arc<Snapshot>>,
+    /// By `full_feature_names` (`false`, `true`), then by selection.
+    plans: [HashMap<FeatureSelection, OnlinePlan>; 2],
+}
+
+impl CachedPlans {
+    fn holds(&self, snapshot: &Arc<Snapshot>) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, snapshot))
+    }
+}
+
+/// Selections cached per snapshot; beyond, the cache starts over.
+const MAX_CACHED_PLANS: usize = 256;
+
+impl PlanCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedPlans> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        selection: &FeatureSelection,
+        full_feature_names: bool,
+    ) -> Option<OnlinePlan> {
+        let cached = self.lock();
+        if !cached.holds(snapshot) {
+            return None;
+        }
+        cached.plans[usize::from(full_feature_names)]
+            .get(selection)
+            .cloned()
+    }
+
+    fn insert(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        selection: FeatureSelection,
+        full_feature_names: bool,
+        plan: OnlinePlan,
+    ) {
+        let mut cached = self.lock();
+        let count: usize = cached.plans.iter().map(HashMap::len).sum();
+        if !cached.holds(snapshot) || count >= MAX_CACHED_PLANS {
+            cached.plans.iter_mut().for_each(HashMap::clear);
+            cached.snapshot = Some(snapshot.clone());
+        }
+        cached.plans[usize::from(full_feature_names)].insert(selection, plan);
     }
 }
 

@@ -235,6 +235,38 @@ async fn applied_repo_reads_back_what_was_written() {
     );
 }
 
+/// `get_online_features` keeps each selection's plan for the registry snapshot it was
+/// compiled against: a re-apply that changes the view is served with the new definitions.
+#[tokio::test]
+async fn a_reapplied_view_is_read_with_its_new_definition() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    repo(dir.path(), 3);
+    let store = open_applied(dir.path()).await;
+    write_rows(&store, KeyVersion::V3).await;
+    let trips = || request(&["driver_stats:trips"], vec![json!(1)], false);
+    for _ in 0..2 {
+        let response = store.get_online_features(trips()).await.expect("read");
+        let column = response.column("trips").expect("trips");
+        assert_eq!(column.statuses, [FieldStatus::Present]);
+    }
+    // Driver 1's row is an hour old: outside a 30-minute ttl.
+    std::fs::write(
+        dir.path().join("features.yaml"),
+        FEATURES_YAML.replace("ttl: 2h", "ttl: 30m"),
+    )
+    .expect("write definitions");
+    store
+        .apply(&ApplyOptions {
+            skip_source_validation: true,
+        })
+        .await
+        .expect("re-apply");
+    let response = store.get_online_features(trips()).await.expect("read");
+    let column = response.column("trips").expect("trips");
+    assert_eq!(column.statuses, [FieldStatus::OutsideMaxAge]);
+    assert_eq!(value_to_json(&column.values[0]), json!(12));
+}
+
 #[tokio::test]
 async fn key_version_2_and_clear_errors() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -2,6 +2,7 @@
 //! store round trips. The JSON forms are tested next to their writers in `response.rs`.
 
 mod errors;
+mod plans;
 mod reads;
 
 use std::path::PathBuf;
