@@ -377,9 +377,9 @@ struct ViewFields {
     features: Vec<String>,
     /// The field of each distinct requested feature, by slot.
     fields: Vec<[u8; 4]>,
-    /// `fields` sorted, with their slots: finds a field of an `HGETALL` reply (empty for
-    /// `HMGET`).
-    by_field: Vec<([u8; 4], usize)>,
+    /// `fields` as big-endian numbers, sorted, with their slots: finds a field of an
+    /// `HGETALL` reply (empty for `HMGET`).
+    by_field: Vec<(u32, usize)>,
     ts: String,
     hgetall: bool,
 }
@@ -392,9 +392,14 @@ impl ViewFields {
             .map(|f| redis_field_hash(&table.view, f))
             .collect();
         let hgetall = !fields.is_empty() && fields.len() * 4 >= table.features.len() * 3;
-        let mut by_field: Vec<([u8; 4], usize)> = Vec::new();
+        let mut by_field: Vec<(u32, usize)> = Vec::new();
         if hgetall {
-            by_field.extend(fields.iter().enumerate().map(|(i, f)| (*f, i)));
+            by_field.extend(
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (u32::from_be_bytes(*f), i)),
+            );
             by_field.sort_unstable();
         }
         ViewFields {
@@ -515,15 +520,14 @@ impl<'a> ReadPlan<'a> {
             let (Some(name), value) = (pair[0], pair[1]) else {
                 continue;
             };
-            if name == self.fields.ts.as_bytes() {
+            // Feature fields are 4 bytes; `_ts:{view}` is longer.
+            if let Ok(field) = <[u8; 4]>::try_from(name) {
+                let by_field = &self.fields.by_field;
+                if let Ok(at) = by_field.binary_search_by_key(&u32::from_be_bytes(field), |f| f.0) {
+                    out[start + by_field[at].1] = value;
+                }
+            } else if name == self.fields.ts.as_bytes() {
                 out[start + n] = value;
-            } else if let Ok(field) = <[u8; 4]>::try_from(name)
-                && let Ok(at) = self
-                    .fields
-                    .by_field
-                    .binary_search_by(|(f, _)| f.cmp(&field))
-            {
-                out[start + self.fields.by_field[at].1] = value;
             }
         }
         Ok(())
