@@ -369,15 +369,17 @@ fn write_values(values: &[Value], out: &mut String) {
     out.push(']');
 }
 
+/// `["PRESENT","NOT_FOUND",...]`: each status one copy of its quoted name and its comma.
 fn write_statuses(statuses: &[FieldStatus], out: &mut String) {
     out.push('[');
     for (i, status) in statuses.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(status.as_str());
-        out.push('"');
+        let quoted = match status {
+            FieldStatus::Present => ",\"PRESENT\"",
+            FieldStatus::NullValue => ",\"NULL_VALUE\"",
+            FieldStatus::NotFound => ",\"NOT_FOUND\"",
+            FieldStatus::OutsideMaxAge => ",\"OUTSIDE_MAX_AGE\"",
+        };
+        out.push_str(if i == 0 { &quoted[1..] } else { quoted });
     }
     out.push(']');
 }
