@@ -14,7 +14,7 @@ mod response;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use larder_registry::Snapshot;
+use larder_registry::{ProjectState, Snapshot};
 use larder_spec::{Definitions, FeatureSelection};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
@@ -159,17 +159,27 @@ impl FeatureStore {
     /// This project's applied definitions, from the cached registry snapshot (refreshed
     /// once when the cache does not know the project yet).
     pub async fn applied_definitions(&self) -> Result<Arc<Definitions>, Error> {
+        let snapshot = self.snapshot_with_project().await?;
+        Ok(Arc::new(self.project_in(&snapshot)?.definitions()))
+    }
+
+    /// The cached registry snapshot, refreshed once when it does not know the project yet
+    /// (an error when the refreshed one does not either).
+    async fn snapshot_with_project(&self) -> Result<Arc<Snapshot>, Error> {
         let snapshot = self.snapshot().await?;
-        if let Some(state) = snapshot.project(self.project()) {
-            return Ok(Arc::new(state.definitions()));
+        if snapshot.project(self.project()).is_some() {
+            return Ok(snapshot);
         }
-        let (snapshot, project) = self.project_state().await?;
-        match snapshot.project(&project) {
-            Some(state) => Ok(Arc::new(state.definitions())),
-            None => Err(Error::Registry(
-                larder_registry::RegistryError::ProjectNotFound { project },
-            )),
-        }
+        Ok(self.project_state().await?.0)
+    }
+
+    /// This project's state in `snapshot`.
+    fn project_in<'s>(&self, snapshot: &'s Snapshot) -> Result<&'s ProjectState, Error> {
+        snapshot.project(self.project()).ok_or_else(|| {
+            Error::Registry(larder_registry::RegistryError::ProjectNotFound {
+                project: self.project().to_string(),
+            })
+        })
     }
 
     /// The latest feature values for entity rows, from the online store, as applied in the
@@ -196,25 +206,15 @@ impl FeatureStore {
         selection: &FeatureSelection,
         full_feature_names: bool,
     ) -> Result<OnlinePlan, Error> {
-        let mut snapshot = self.snapshot().await?;
-        if snapshot.project(self.project()).is_none() {
-            // Refreshed once when the cached snapshot does not know the project yet.
-            snapshot = self.project_state().await?.0;
-        }
+        let snapshot = self.snapshot_with_project().await?;
         if let Some(plan) = self
             .online_plans
             .get(&snapshot, selection, full_feature_names)
         {
             return Ok(plan);
         }
-        let Some(state) = snapshot.project(self.project()) else {
-            return Err(Error::Registry(
-                larder_registry::RegistryError::ProjectNotFound {
-                    project: self.project().to_string(),
-                },
-            ));
-        };
-        let plan = OnlinePlan::new(&state.definitions(), selection, full_feature_names)?;
+        let defs = self.project_in(&snapshot)?.definitions();
+        let plan = OnlinePlan::new(&defs, selection, full_feature_names)?;
         self.online_plans.insert(
             &snapshot,
             selection.clone(),

@@ -23,11 +23,17 @@ pub enum FieldStatus {
 impl FieldStatus {
     /// The enum name Feast's JSON uses (`PRESENT`, ...).
     pub fn as_str(self) -> &'static str {
+        let item = self.json_item();
+        &item[2..item.len() - 1]
+    }
+
+    /// `,"PRESENT"`: the name as a JSON string after a comma, as a status list writes it.
+    fn json_item(self) -> &'static str {
         match self {
-            FieldStatus::Present => "PRESENT",
-            FieldStatus::NullValue => "NULL_VALUE",
-            FieldStatus::NotFound => "NOT_FOUND",
-            FieldStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+            FieldStatus::Present => ",\"PRESENT\"",
+            FieldStatus::NullValue => ",\"NULL_VALUE\"",
+            FieldStatus::NotFound => ",\"NOT_FOUND\"",
+            FieldStatus::OutsideMaxAge => ",\"OUTSIDE_MAX_AGE\"",
         }
     }
 
@@ -320,13 +326,12 @@ impl OnlineResponse {
                     if row > 0 {
                         out.push(',');
                     }
-                    let copy = match (by_row.get(row), &last) {
-                        (Some((same, text)), _) | (_, Some((same, text))) if *same == micros => {
-                            Some(text.clone())
-                        }
-                        _ => None,
-                    };
-                    let text = match copy {
+                    let written = [by_row.get(row), last.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .find(|(at, _)| *at == micros)
+                        .map(|(_, text)| text.clone());
+                    let text = match written {
                         Some(text) => {
                             out.extend_from_within(text.clone());
                             text
@@ -337,9 +342,10 @@ impl OnlineResponse {
                             start..out.len()
                         }
                     };
-                    match by_row.get_mut(row) {
-                        Some(slot) => *slot = (micros, text.clone()),
-                        None => by_row.push((micros, text.clone())),
+                    if row < by_row.len() {
+                        by_row[row] = (micros, text.clone());
+                    } else {
+                        by_row.push((micros, text.clone()));
                     }
                     last = Some((micros, text));
                 }
@@ -373,13 +379,8 @@ fn write_values(values: &[Value], out: &mut String) {
 fn write_statuses(statuses: &[FieldStatus], out: &mut String) {
     out.push('[');
     for (i, status) in statuses.iter().enumerate() {
-        let quoted = match status {
-            FieldStatus::Present => ",\"PRESENT\"",
-            FieldStatus::NullValue => ",\"NULL_VALUE\"",
-            FieldStatus::NotFound => ",\"NOT_FOUND\"",
-            FieldStatus::OutsideMaxAge => ",\"OUTSIDE_MAX_AGE\"",
-        };
-        out.push_str(if i == 0 { &quoted[1..] } else { quoted });
+        let item = status.json_item();
+        out.push_str(if i == 0 { &item[1..] } else { item });
     }
     out.push(']');
 }
