@@ -7,16 +7,22 @@
 //! Writes are newest-wins and atomic per key: a Lua script compares the stored `_ts:{view}`
 //! with the row's event time and writes the view's fields only if the row is not older, so
 //! two writers never race (Feast reads then writes, and skips equal times; Larder lets an
-//! equal time overwrite, DESIGN.md §3). See [`layout`](self::layout) for the bytes.
+//! equal time overwrite, DESIGN.md §3). In a large write (a materialization's), a key that
+//! does not exist yet is created with a `RESTORE` of the finished hash instead (no `REPLACE`: Redis refuses it atomically when
+//! the key exists, and that row goes through the script), which costs Redis about a third
+//! of the script's time; see [`dump`](self::dump). See [`layout`](self::layout) for the
+//! bytes.
 
 mod config;
 mod conn;
 mod direct;
+mod dump;
 mod layout;
 mod resp;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -42,6 +48,9 @@ use crate::store::{
 const ROWS_PER_SCRIPT: usize = 64;
 /// Script calls per pipeline: bounds the bytes in flight per round trip.
 const SCRIPTS_PER_ROUND_TRIP: usize = 64;
+/// Fewest rows in a write that tries `RESTORE` for new keys: a materialization's batches,
+/// not a push, whose keys usually exist (a refused `RESTORE` would cost it a round trip).
+const MIN_ROWS_TO_RESTORE: usize = 1024;
 /// Write round trips in flight at once.
 const ROUND_TRIPS_IN_FLIGHT: usize = 4;
 /// Keys per `HDEL` round trip when dropping a view.
@@ -55,6 +64,32 @@ pub struct RedisOnlineStore {
     /// Reads on a standalone server without TLS go through direct connections.
     direct: Option<DirectPool>,
     script_sha: String,
+    /// Set when the server refused a `RESTORE` for another reason than an existing key
+    /// (an ACL without `@dangerous`, a server older than Redis 7.0, `RESTORE` renamed):
+    /// new keys then go through the script too.
+    restore_refused: AtomicBool,
+}
+
+/// One view's write: the batch and what every round of it shares.
+struct ViewWrite<'a> {
+    table: &'a ViewTable,
+    batch: &'a WriteRows,
+    /// The hash field of each of the view's features.
+    fields: &'a [[u8; 4]],
+    ts_field: &'a str,
+    /// Keys per script call (1 on a cluster, whose script keys must share a slot).
+    rows_per_script: usize,
+    /// Whether new keys may be created by `RESTORE` (large writes on a single primary).
+    restore: bool,
+    restores: RestoreTally,
+}
+
+/// How this write's `RESTORE`s went so far.
+#[derive(Default)]
+struct RestoreTally {
+    created: AtomicU64,
+    /// Refused because the key exists.
+    existing: AtomicU64,
 }
 
 impl RedisOnlineStore {
@@ -65,6 +100,7 @@ impl RedisOnlineStore {
             direct,
             conn: Arc::new(Connector::new(config)),
             script_sha: redis::Script::new(UPSERT_SCRIPT).get_hash().to_owned(),
+            restore_refused: AtomicBool::new(false),
         }
     }
 
@@ -77,15 +113,15 @@ impl RedisOnlineStore {
         self.conn.config()
     }
 
-    /// One `EVALSHA` upserting `rows` (indexes into `batch`) of one view.
-    fn upsert_command(
-        &self,
-        table: &ViewTable,
-        batch: &WriteRows,
-        fields: &[[u8; 4]],
-        ts_field: &str,
-        rows: &[usize],
-    ) -> Cmd {
+    /// One `EVALSHA` upserting `rows` (indexes into the batch) of one view.
+    fn upsert_command(&self, write: &ViewWrite<'_>, rows: &[usize]) -> Cmd {
+        let ViewWrite {
+            table,
+            batch,
+            fields,
+            ts_field,
+            ..
+        } = *write;
         let config = self.config();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.script_sha).arg(rows.len());
@@ -123,10 +159,130 @@ impl RedisOnlineStore {
         cmd
     }
 
-    /// Sends one round trip of upsert scripts; returns the rows written.
-    async fn upsert_round(&self, pipe: redis::Pipeline) -> Result<u64, OnlineError> {
-        let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &pipe).await?;
-        Ok(counts.iter().sum())
+    /// Writes one round of rows: first as `RESTORE`s creating the keys that do not exist
+    /// yet (see [`dump`](self::dump)), then the rest through the newest-wins script.
+    async fn write_round(&self, write: &ViewWrite<'_>, rows: &[usize]) -> Result<u64, OnlineError> {
+        let mut written = 0;
+        let mut rest = Cow::Borrowed(rows);
+        if self.restores_worth_trying(write) {
+            let (created, left) = self.restore_round(write, rows).await?;
+            written += created;
+            rest = Cow::Owned(left);
+        }
+        if !rest.is_empty() {
+            let mut pipe = redis::pipe();
+            for chunk in rest.chunks(write.rows_per_script) {
+                pipe.add_command(self.upsert_command(write, chunk));
+            }
+            let counts: Vec<u64> = self.conn.run_script(UPSERT_SCRIPT, &pipe).await?;
+            written += counts.iter().sum::<u64>();
+        }
+        Ok(written)
+    }
+
+    /// Whether this round should try `RESTORE` first: only in a large write on a single
+    /// primary, not once the server refused `RESTORE` itself, and not once most keys of
+    /// this write already existed (an incremental run: every `RESTORE` would be refused).
+    fn restores_worth_trying(&self, write: &ViewWrite<'_>) -> bool {
+        if !write.restore || self.restore_refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let created = write.restores.created.load(Ordering::Relaxed);
+        let existing = write.restores.existing.load(Ordering::Relaxed);
+        existing <= created
+    }
+
+    /// Sends a `RESTORE` (without `REPLACE`) for each row: Redis creates the keys that do
+    /// not exist, atomically, and refuses the others. Returns the keys created and the rows
+    /// left for the script (existing keys, and hashes too big for a listpack).
+    async fn restore_round(
+        &self,
+        write: &ViewWrite<'_>,
+        rows: &[usize],
+    ) -> Result<(u64, Vec<usize>), OnlineError> {
+        let ViewWrite {
+            table,
+            batch,
+            fields,
+            ts_field,
+            ..
+        } = *write;
+        let ttl_ms = self
+            .config()
+            .key_ttl
+            .map_or(0, |t| t.as_secs().max(1) * 1000);
+        let mut left = Vec::new();
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        // The row's present features, then its event time first in the hash (as the
+        // script's `HSET` would write them).
+        let mut present: Vec<(&[u8], &[u8])> = Vec::with_capacity(fields.len());
+        let mut payload = Vec::new();
+        for &row in rows {
+            let (ts, _, _) = encode_ts(batch.event_ts(row));
+            present.clear();
+            present.extend(
+                fields
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(f, field)| Some((&field[..], batch.value(f, row)?))),
+            );
+            let pairs =
+                std::iter::once((ts_field.as_bytes(), &ts[..])).chain(present.iter().copied());
+            if !dump::hash_payload(1 + present.len(), pairs, &mut payload) {
+                left.push(row);
+                continue;
+            }
+            pipe.cmd("RESTORE")
+                .arg(redis_key(batch.key(row), &table.project))
+                .arg(ttl_ms)
+                .arg(&payload[..]);
+            sent.push(row);
+        }
+        if sent.is_empty() {
+            return Ok((0, left));
+        }
+        let replies: Vec<redis::Value> = self.conn.run(&pipe).await?;
+        if replies.len() != sent.len() {
+            return Err(OnlineError::internal(format!(
+                "redis answered {} of {} RESTORE commands",
+                replies.len(),
+                sent.len()
+            )));
+        }
+        let (mut created, mut existing) = (0u64, 0u64);
+        for (row, reply) in sent.into_iter().zip(replies) {
+            match reply {
+                redis::Value::ServerError(e) if e.code() == "BUSYKEY" => {
+                    existing += 1;
+                    left.push(row);
+                }
+                // `RESTORE` itself refused: no permission, an unknown command, a payload
+                // this server cannot read (older than Redis 7.0). Other errors (out of
+                // memory, a read-only replica) pass; the script meets them again and
+                // reports them.
+                redis::Value::ServerError(e) if matches!(e.code(), "NOPERM" | "ERR") => {
+                    if !self.restore_refused.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            store = %self.config().describe(),
+                            error = %e.code(),
+                            detail = e.details().unwrap_or(""),
+                            "redis refused RESTORE; new keys are written with the upsert script"
+                        );
+                    }
+                    left.push(row);
+                }
+                redis::Value::ServerError(_) => left.push(row),
+                _ => created += 1,
+            }
+        }
+        write.restores.created.fetch_add(created, Ordering::Relaxed);
+        write
+            .restores
+            .existing
+            .fetch_add(existing, Ordering::Relaxed);
+        Ok((created, left))
     }
 
     /// Sends the commands of `plans` in one round trip and hands their replies to
@@ -252,15 +408,20 @@ impl OnlineStore for RedisOnlineStore {
             RedisTopology::Cluster => 1,
             RedisTopology::Standalone | RedisTopology::Sentinel { .. } => ROWS_PER_SCRIPT,
         };
+        let write = ViewWrite {
+            table,
+            batch: &batch,
+            fields: &fields,
+            ts_field: &ts_field,
+            rows_per_script,
+            restore: rows_per_script > 1 && winners.len() >= MIN_ROWS_TO_RESTORE,
+            restores: RestoreTally::default(),
+        };
         // A few round trips in flight at once: Larder encodes the next while Redis runs one.
         let mut in_flight = futures::stream::FuturesOrdered::new();
         let mut written = 0u64;
         for round in winners.chunks(rows_per_script * SCRIPTS_PER_ROUND_TRIP) {
-            let mut pipe = redis::pipe();
-            for rows in round.chunks(rows_per_script) {
-                pipe.add_command(self.upsert_command(table, &batch, &fields, &ts_field, rows));
-            }
-            in_flight.push_back(self.upsert_round(pipe));
+            in_flight.push_back(self.write_round(&write, round));
             if in_flight.len() >= ROUND_TRIPS_IN_FLIGHT
                 && let Some(done) = in_flight.next().await
             {

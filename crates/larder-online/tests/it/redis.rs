@@ -786,3 +786,165 @@ async fn whole_hash_reads_pick_the_views_own_fields() {
     );
     store.teardown(&[a, b]).await.expect("teardown");
 }
+
+/// One number of `cmdstat_{command}` in `INFO commandstats` (0 before the first call).
+fn command_stat(port: u16, command: &str, stat: &str) -> u64 {
+    cli(port, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(&format!("{stat}=")))
+                .map(|n| n.parse().expect("a number"))
+        })
+        .unwrap_or(0)
+}
+
+/// In a large write (a materialization's), keys that do not exist yet are created by
+/// `RESTORE` with the very hash Redis builds from `HSET` (compared as `DUMP` bytes), under
+/// `sanitize-dump-payload yes` (Redis checks every listpack entry); a hash too big for a
+/// listpack and keys that exist go through the script, which keeps newest-wins; a small
+/// write (a push) does not try `RESTORE`.
+#[tokio::test]
+async fn new_keys_are_restored_as_the_hash_redis_builds() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let port = own.port;
+    for (name, value) in [("sanitize-dump-payload", "yes"), ("rdbcompression", "no")] {
+        assert_eq!(cli(port, &["CONFIG", "SET", name, value]).trim(), "OK");
+    }
+    let store = RedisOnlineStore::new(RedisConfig::standalone("127.0.0.1", port));
+    let t = view("v", &["a", "b", "c"]);
+    let long = "x".repeat(80);
+    let rows: Vec<_> = (1..=ROWS)
+        .map(|id| {
+            let c = match id {
+                7 => Some(Value::string(&long)),
+                _ if id % 3 == 0 => None,
+                _ => Some(Value::string("s".repeat(id as usize % 50))),
+            };
+            (
+                id,
+                1_700_000_000_000_000 + id,
+                vec![
+                    Some(Value::int64(id * 1000)),
+                    Some(Value::double(id as f64)),
+                    c,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(write(&store, &t, &rows).await, ROWS as u64);
+    assert_eq!(
+        command_stat(port, "restore", "calls"),
+        ROWS as u64 - 1,
+        "row 7 is too big"
+    );
+    assert_eq!(command_stat(port, "restore", "failed_calls"), 0);
+
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for id in (1..=ROWS).filter(|&id| id != 7) {
+        let restored = redis_key(&key(id), &t.project);
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&restored)
+            .query_async(&mut conn)
+            .await
+            .expect("HGETALL");
+        let mut hset = redis::cmd("HSET");
+        hset.arg(b"copy");
+        for (f, v) in &pairs {
+            hset.arg(f).arg(v);
+        }
+        let (_, _, ours, redis_own): (u64, u64, Vec<u8>, Vec<u8>) = redis::pipe()
+            .cmd("DEL")
+            .arg("copy")
+            .add_command(hset)
+            .cmd("DUMP")
+            .arg(&restored)
+            .cmd("DUMP")
+            .arg("copy")
+            .query_async(&mut conn)
+            .await
+            .expect("DUMP");
+        assert_eq!(ours, redis_own, "key {id}");
+    }
+    let got = read(&store, &t, &[1, 3, 7], &["a", "b", "c"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(1000)));
+    assert_eq!(value(&got, 2, 1), None, "row 3 had no c");
+    assert_eq!(value(&got, 2, 2), Some(Value::string(&long)));
+    assert_eq!(ts(&got, 1), Some(1_700_000_000_000_003));
+
+    // Existing keys in a large write: refused by RESTORE, written by the script, older rows
+    // skipped; a new key among them is still created.
+    let restores = command_stat(port, "restore", "calls");
+    let evals = command_stat(port, "evalsha", "calls");
+    let again: Vec<_> = (1..=ROWS + 1)
+        .map(|id| {
+            let at = if id == 2 { 5 } else { 1_800_000_000_000_000 };
+            (id, at, vec![Some(Value::int64(-id)), None, None])
+        })
+        .collect();
+    assert_eq!(write(&store, &t, &again).await, ROWS as u64);
+    assert!(command_stat(port, "evalsha", "calls") > evals);
+    let got = read(&store, &t, &[1, 2, ROWS + 1], &["a", "c"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(-1)));
+    assert_eq!(cell(&got, 1, 0), None, "the newer row had no c");
+    assert_eq!(
+        value(&got, 0, 1),
+        Some(Value::int64(2000)),
+        "older row skipped"
+    );
+    assert_eq!(value(&got, 0, 2), Some(Value::int64(-ROWS - 1)));
+
+    // A small write does not try RESTORE, even for a new key.
+    let restores_now = command_stat(port, "restore", "calls");
+    assert!(restores_now > restores);
+    write(&store, &t, &[(ROWS + 2, 5, vec![None, None, None])]).await;
+    assert_eq!(command_stat(port, "restore", "calls"), restores_now);
+    let got = read(&store, &t, &[ROWS + 2], &["a"]).await;
+    assert_eq!(ts(&got, 0), Some(5));
+}
+
+/// Rows in the `RESTORE` tests: enough to be a large write.
+const ROWS: i64 = 1100;
+
+/// A server that refuses `RESTORE` (here an ACL without it) still gets every row, through
+/// the script, and is not sent `RESTORE` again.
+#[tokio::test]
+async fn a_server_refusing_restore_gets_every_row_through_the_script() {
+    let Some(own) = own_server() else {
+        return;
+    };
+    let port = own.port;
+    let acl = [
+        "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-restore",
+    ];
+    assert_eq!(cli(port, &acl).trim(), "OK");
+    let config = RedisConfig::parse(
+        RedisTopology::Standalone,
+        &format!("127.0.0.1:{port},username=app,password=pw"),
+    )
+    .expect("config");
+    let store = RedisOnlineStore::new(config);
+    let t = view("v", &["f"]);
+    let rows: Vec<_> = (1..=ROWS)
+        .map(|id| (id, 5, vec![Some(Value::int64(id))]))
+        .collect();
+    assert_eq!(write(&store, &t, &rows).await, ROWS as u64);
+    let refused = command_stat(port, "restore", "rejected_calls");
+    assert!(refused > 0, "the store tried RESTORE first");
+    let more: Vec<_> = (ROWS + 1..=2 * ROWS)
+        .map(|id| (id, 5, vec![Some(Value::int64(id))]))
+        .collect();
+    assert_eq!(write(&store, &t, &more).await, ROWS as u64);
+    assert_eq!(command_stat(port, "restore", "rejected_calls"), refused);
+    let got = read(&store, &t, &[1, 2 * ROWS], &["f"]).await;
+    assert_eq!(value(&got, 0, 0), Some(Value::int64(1)));
+    assert_eq!(value(&got, 0, 1), Some(Value::int64(2 * ROWS)));
+}
