@@ -18,7 +18,13 @@
 //!   freed pages stay committed for a while and peak RSS on the Feast peer's data at 10x
 //!   (12M rows) was 676 MB (1x: 356 MB). Purging freed memory at once and committing arena
 //!   memory on demand: 240 MB at 10x and 201-204 MB at 1x, at the same speed (0.74-0.77 s
-//!   at 1x, glibc with its own tuning: 0.90 s and 186 MB).
+//!   at 1x, glibc with its own tuning: 0.90 s and 186 MB). Purging at once has a price,
+//!   though: memory freed by one batch is handed back and the next batch faults it in
+//!   again, and with writes to Redis made cheap (`RESTORE`) page faults and `madvise` were
+//!   a quarter of the process's samples (`perf`). A purge delay of 20 ms keeps memory for
+//!   the next batch: at 10x into Redis 17.4 s and 270 MB instead of 21.0 s and 252 MB
+//!   (50 ms: 18.6 s but 311 MB), at 1x 0.73-1.05 s and 201-210 MB instead of 0.86-1.13 s
+//!   and 188-199 MB (this VM's runs vary by a quarter).
 //! - `larder get-historical-features` ([`QUERY_SETTINGS`]): the join allocates its inputs,
 //!   narrow sort entries and the output, about 1.45 GB at peak for 10M x 10M rows, and
 //!   frees much of it phase by phase. With mimalloc's default purge delay
@@ -45,7 +51,7 @@
 
 /// The mimalloc settings a batch command (materialization) runs under.
 pub const BATCH_SETTINGS: &[(&str, &str)] = &[
-    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_PURGE_DELAY", "20"),
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
 ];
 
