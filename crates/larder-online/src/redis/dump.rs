@@ -445,6 +445,70 @@ mod tests {
         }
     }
 
+    /// Redis itself reads the integer entries back (with `LARDER_TEST_REDIS_URL`; the
+    /// store's own tests in tests/it/redis.rs compare whole payloads with `DUMP`).
+    #[test]
+    fn redis_reads_every_entry_encoding() {
+        let Ok(url) = std::env::var("LARDER_TEST_REDIS_URL") else {
+            eprintln!("not run: set LARDER_TEST_REDIS_URL");
+            return;
+        };
+        let mut conn = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| {
+                panic!("LARDER_TEST_REDIS_URL is set but Redis does not answer: {e}")
+            });
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = [
+            ("0", "127"),
+            ("-4096", "4095"),
+            ("-32768", "32767"),
+            ("-8388608", "8388607"),
+            ("-2147483648", "2147483647"),
+            ("-9223372036854775808", "9223372036854775807"),
+            ("007", "-0"),
+            ("", "x"),
+        ]
+        .iter()
+        .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .chain([(vec![b'k'; 64], vec![b'v'; 64])])
+        .collect();
+        let mut payload = Vec::new();
+        assert!(hash_payload(
+            pairs.len(),
+            pairs.iter().map(|(f, v)| (&f[..], &v[..])),
+            &mut payload
+        ));
+        let key = format!("larder-dump-test-{}", std::process::id());
+        let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
+        let _: () = redis::cmd("RESTORE")
+            .arg(&key)
+            .arg(0)
+            .arg(&payload)
+            .query(&mut conn)
+            .expect("RESTORE accepts the payload");
+        let got: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query(&mut conn)
+            .expect("HGETALL");
+        assert_eq!(got, pairs);
+        // Lookups and updates walk the entries as Redis does.
+        let v: Vec<u8> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("-8388608")
+            .query(&mut conn)
+            .expect("HGET");
+        assert_eq!(v, b"8388607");
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("-32768")
+            .arg("1")
+            .query(&mut conn)
+            .expect("HSET");
+        let len: usize = redis::cmd("HLEN").arg(&key).query(&mut conn).expect("HLEN");
+        assert_eq!(len, pairs.len());
+        let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
+    }
+
     #[test]
     fn hashes_beyond_a_listpack_are_refused() {
         let mut out = Vec::new();

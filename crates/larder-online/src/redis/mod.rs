@@ -84,6 +84,13 @@ struct ViewWrite<'a> {
     restores: RestoreTally,
 }
 
+impl ViewWrite<'_> {
+    /// The Redis key of `row`.
+    fn key(&self, row: usize) -> Vec<u8> {
+        redis_key(self.batch.key(row), &self.table.project)
+    }
+}
+
 /// How this write's `RESTORE`s went so far.
 #[derive(Default)]
 struct RestoreTally {
@@ -115,18 +122,12 @@ impl RedisOnlineStore {
 
     /// One `EVALSHA` upserting `rows` (indexes into the batch) of one view.
     fn upsert_command(&self, write: &ViewWrite<'_>, rows: &[usize]) -> Cmd {
-        let ViewWrite {
-            table,
-            batch,
-            fields,
-            ts_field,
-            ..
-        } = *write;
+        let (batch, fields, ts_field) = (write.batch, write.fields, write.ts_field);
         let config = self.config();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.script_sha).arg(rows.len());
         for &row in rows {
-            cmd.arg(redis_key(batch.key(row), &table.project));
+            cmd.arg(write.key(row));
         }
         cmd.arg(config.key_ttl.map_or(0, |t| t.as_secs().max(1)))
             .arg(if config.skip_dedup { "0" } else { "1" })
@@ -200,13 +201,7 @@ impl RedisOnlineStore {
         write: &ViewWrite<'_>,
         rows: &[usize],
     ) -> Result<(u64, Vec<usize>), OnlineError> {
-        let ViewWrite {
-            table,
-            batch,
-            fields,
-            ts_field,
-            ..
-        } = *write;
+        let (batch, fields, ts_field) = (write.batch, write.fields, write.ts_field);
         let ttl_ms = self
             .config()
             .key_ttl
@@ -235,7 +230,7 @@ impl RedisOnlineStore {
                 continue;
             }
             pipe.cmd("RESTORE")
-                .arg(redis_key(batch.key(row), &table.project))
+                .arg(write.key(row))
                 .arg(ttl_ms)
                 .arg(&payload[..]);
             sent.push(row);
