@@ -265,7 +265,7 @@ pub struct MaterializeArgs {
     #[arg(long = "views", short = 'v', value_name = "VIEW", value_delimiter = ',', num_args = 1..)]
     pub views: Vec<String>,
     /// Memory the run may use to deduplicate before spilling to disk, e.g. `256MiB`
-    /// (default 64 MiB).
+    /// (default 64 MiB; 1 GiB when the views' Parquet sources hold at most 2M rows).
     #[arg(long, value_name = "SIZE", env = "LARDER_MATERIALIZE_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// Views materialized at once (default: the number of cores).

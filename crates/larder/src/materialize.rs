@@ -95,10 +95,15 @@ impl MaterializationReport {
 const DEFAULT_RUN_MEMORY: usize = 64 << 20;
 
 /// The default run memory when all sources together hold at most [`SMALL_RUN_ROWS`] rows
-/// (known from file metadata): enough that their deduplication neither spills nor sorts
-/// in one partition. The Feast peer's data (1.2M rows): 0.92-0.98 s and 188 MB peak RSS
-/// against 1.03-1.38 s and 154 MB with [`DEFAULT_RUN_MEMORY`].
-const SMALL_RUN_MEMORY: usize = 256 << 20;
+/// (known from file metadata): enough that their deduplication neither spills much nor
+/// sorts in one partition. The Feast peer's data (1.2M rows): 0.92-0.98 s and 188 MB peak
+/// RSS against 1.03-1.38 s and 154 MB with [`DEFAULT_RUN_MEMORY`] (256 MiB then). With
+/// writes to Redis cheap (`RESTORE`), the sorts' spilling at 256 MiB showed (debug log:
+/// four spills half a second in, before the first write): into Redis 0.89-1.08 s (median
+/// 0.91) at 1 GiB against 1.07-1.22 s (median 1.13) at 256 MiB, 238-241 MB against
+/// 203-213 MB peak RSS; into SQLite 0.79-0.91 s against 0.96-0.98 s, 226-244 MB against
+/// 212-224 MB (alternating runs, 2026-11-28).
+const SMALL_RUN_MEMORY: usize = 1 << 30;
 
 /// Most source rows a run materializes with [`SMALL_RUN_MEMORY`] by default; larger runs
 /// spill anyway, and do so with less memory held.
