@@ -54,6 +54,14 @@ fn key(id: i64, version: KeyVersion) -> Vec<u8> {
     serialize_entity_key(&EntityKey::new([("driver_id", Value::int64(id))]), version).expect("key")
 }
 
+/// The v3 repo in `dir`, applied, with [`write_rows`]' rows in its online store.
+async fn applied_with_rows(dir: &Path) -> FeatureStore {
+    repo(dir, 3);
+    let store = open_applied(dir).await;
+    write_rows(&store, KeyVersion::V3).await;
+    store
+}
+
 async fn open_applied(dir: &Path) -> FeatureStore {
     let clock = Arc::new(|| DateTime::from_timestamp_micros(NOW).expect("now"));
     let store = FeatureStore::open(&OpenOptions::new(dir))
@@ -136,9 +144,7 @@ fn request(refs: &[&str], ids: Vec<Json>, full: bool) -> OnlineFeaturesRequest {
 #[tokio::test]
 async fn applied_repo_reads_back_what_was_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    repo(dir.path(), 3);
-    let store = open_applied(dir.path()).await;
-    write_rows(&store, KeyVersion::V3).await;
+    let store = applied_with_rows(dir.path()).await;
 
     let response = store
         .get_online_features(request(
@@ -240,9 +246,7 @@ async fn applied_repo_reads_back_what_was_written() {
 #[tokio::test]
 async fn a_reapplied_view_is_read_with_its_new_definition() {
     let dir = tempfile::tempdir().expect("temp dir");
-    repo(dir.path(), 3);
-    let store = open_applied(dir.path()).await;
-    write_rows(&store, KeyVersion::V3).await;
+    let store = applied_with_rows(dir.path()).await;
     let trips = || request(&["driver_stats:trips"], vec![json!(1)], false);
     for _ in 0..2 {
         let response = store.get_online_features(trips()).await.expect("read");
